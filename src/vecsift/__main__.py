@@ -1,0 +1,5 @@
+import sys
+
+from vecsift.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,9 @@
+"""Architectures: each model family's forward pass, written once over Driver primitives."""
+
+from vecsift.backend.arch.base import ModelArch
+from vecsift.backend.arch.classic_bert import ClassicBert
+
+#: config.json ``model_type`` → architecture
+ARCHITECTURES: dict[str, type[ModelArch]] = {"bert": ClassicBert}
+
+__all__ = ["ARCHITECTURES", "ClassicBert", "ModelArch"]

@@ -1,0 +1,86 @@
+"""`ModelArch`: a model family's forward pass, written once over Driver primitives."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from vecsift.backend.driver.base import Driver
+from vecsift.backend.token_batch import TokenBatch
+from vecsift.errors import ModelLoadError
+from vecsift.models.config import ModelFiles
+from vecsift.models.weights import SafetensorsWeights
+
+
+class ModelArch(ABC):
+    """Weights of one model (as driver tensors) and the forward pass that uses them.
+
+    An instance is immutable after loading, so backend clones share it across threads.
+    """
+
+    #: family label shown by ``vecsift info``
+    family: str = "arch"
+
+    def __init__(self, files: ModelFiles, pooling: str) -> None:
+        self.files = files
+        self.pooling = pooling
+
+    @property
+    @abstractmethod
+    def dim(self) -> int:
+        """Width of the output vectors."""
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int:
+        """Token ids must be below this."""
+
+    @property
+    @abstractmethod
+    def max_positions(self) -> int:
+        """Longest input the model accepts (its position limit)."""
+
+    @abstractmethod
+    def forward(self, driver: Driver[Any], batch: TokenBatch) -> np.ndarray:
+        """Pooled, L2-normalized float32 vectors, one row per input of ``batch``."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"architecture": self.family, "dim": self.dim, "pooling": self.pooling}
+
+
+class TensorLoader:
+    """Fetches named tensors, checks their shapes and hands them to a driver.
+
+    Accepts checkpoints whose names carry a task-head prefix (``bert.`` in
+    ``BertForMaskedLM``, ``model.`` in ModernBERT ones) by finding it once.
+    """
+
+    def __init__(self, weights: SafetensorsWeights, driver: Driver[Any], anchor: str, prefixes: tuple[str, ...]):
+        self.weights = weights
+        self.driver = driver
+        for prefix in ("", *prefixes):
+            if prefix + anchor in weights:
+                self.prefix = prefix
+                break
+        else:
+            raise ModelLoadError(
+                f"{weights.path} has no tensor {anchor!r} (nor with a prefix of {list(prefixes)}): "
+                "it is not a checkpoint of this architecture or is missing tensors"
+            )
+
+    def has(self, name: str) -> bool:
+        return self.prefix + name in self.weights
+
+    def get(self, name: str, shape: tuple[int, ...]) -> Any:
+        full = self.prefix + name
+        if full not in self.weights:
+            raise ModelLoadError(f"{self.weights.path} is missing the tensor {full!r} (expected shape {list(shape)})")
+        found = self.weights.shape(full)
+        if found != shape:
+            raise ModelLoadError(
+                f"tensor {full!r} in {self.weights.path} has shape {list(found)}, "
+                f"the config implies {list(shape)}"
+            )
+        return self.driver.weight(self.weights.float32(full))

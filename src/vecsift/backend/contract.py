@@ -1,0 +1,50 @@
+"""The backend contract: ripvec-core's ``EmbedBackend`` trait in Python form.
+
+Every way of computing embeddings (NumPy on the CPU, torch on CPU or CUDA, …)
+is an :class:`EmbedBackend`. Schedulers rely only on this contract: CPU backends
+(``is_gpu() == False``) are cloned per worker thread, GPU backends are fed by one
+thread through a bounded ring of batches.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+
+from vecsift.encoding import Encoding
+
+DEFAULT_MAX_TOKENS = 512
+
+
+class EmbedBackend(ABC):
+    """Turns batches of :class:`Encoding` into L2-normalized float32 vectors."""
+
+    @abstractmethod
+    def embed_batch(self, encodings: Sequence[Encoding]) -> np.ndarray:
+        """Embed pre-tokenized inputs: ``(len(encodings), dim)`` float32, unit rows, in order.
+
+        Errors propagate as typed :mod:`vecsift.errors` exceptions: never zeros,
+        NaN or a partial result. An empty sequence gives shape ``(0, dim)``.
+        """
+
+    @abstractmethod
+    def supports_clone(self) -> bool:
+        """Whether :meth:`clone_backend` gives a cheap per-thread instance (CPU: yes)."""
+
+    @abstractmethod
+    def clone_backend(self) -> EmbedBackend:
+        """A per-thread instance sharing this one's weights; ``BackendError`` if unsupported."""
+
+    @abstractmethod
+    def is_gpu(self) -> bool:
+        """Whether this backend runs on a GPU (and so is fed by the ring pipeline)."""
+
+    def max_tokens(self) -> int:
+        """Position limit of the model; longer inputs are truncated by the tokenizer."""
+        return DEFAULT_MAX_TOKENS
+
+    def name(self) -> str:
+        """A short label for progress output and ``vecsift info``."""
+        return "GPU" if self.is_gpu() else "CPU"

@@ -1,0 +1,86 @@
+"""The Driver protocol: hardware primitives that architectures are written over.
+
+An architecture (ClassicBert, ModernBERT) is written once as a sequence of these
+calls; each driver (NumPy on the CPU, torch on CPU or CUDA) implements them on
+its own tensor type. Inputs arrive unpadded (:class:`TokenBatch`): activations
+are ``(total_tokens, features)`` and attention runs within each input.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from vecsift.backend.token_batch import TokenBatch
+
+Tensor = TypeVar("Tensor")
+
+
+class Driver(ABC, Generic[Tensor]):
+    """Compute primitives on one device. Instances may hold scratch space: one per thread."""
+
+    #: short label used in backend names, e.g. ``"numpy"``
+    label: str = "driver"
+    #: whether tensors live on a GPU
+    is_gpu: bool = False
+    #: tokens per forward call that keep this driver efficient (sub-batch budget)
+    preferred_batch_tokens: int = 4096
+
+    @abstractmethod
+    def clone(self) -> Driver[Tensor]:
+        """A driver on the same device with its own scratch space, for another thread."""
+
+    def precision(self) -> str:
+        return "fp32"
+
+    # -- moving data -------------------------------------------------------------------
+    @abstractmethod
+    def weight(self, array: np.ndarray) -> Tensor:
+        """A model weight as a driver tensor, without copying where the device allows."""
+
+    @abstractmethod
+    def to_numpy(self, x: Tensor) -> np.ndarray:
+        """A float32 host copy (or view) of ``x``."""
+
+    # -- primitives ---------------------------------------------------------------------
+    @abstractmethod
+    def gather(self, table: Tensor, ids: np.ndarray) -> Tensor:
+        """Rows ``table[ids]``: embedding lookup, ``(len(ids), features)``."""
+
+    @abstractmethod
+    def add_(self, x: Tensor, y: Tensor) -> Tensor:
+        """``x += y`` in place; returns ``x``."""
+
+    @abstractmethod
+    def linear(self, x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | None = None) -> Tensor:
+        """``x @ weight.T + bias (+ residual)``: GEMM with transposed B, Hugging Face weight layout."""
+
+    @abstractmethod
+    def layer_norm_(self, x: Tensor, weight: Tensor, bias: Tensor | None, eps: float) -> Tensor:
+        """Layer normalization over the last axis, in place where the driver can; returns the result."""
+
+    @abstractmethod
+    def gelu_(self, x: Tensor) -> Tensor:
+        """Exact (erf) GELU, in place where the driver can; returns the result."""
+
+    @abstractmethod
+    def attention(self, q: Tensor, k: Tensor, v: Tensor, batch: TokenBatch, num_heads: int) -> Tensor:
+        """Softmax(q kᵀ / √head_dim) v within each input of ``batch``; ``(total_tokens, hidden)``.
+
+        Implementations combine a batched GEMM, a fused scale+mask+softmax and a
+        second batched GEMM; tokens of different inputs never attend to each other.
+        """
+
+    @abstractmethod
+    def pool(self, x: Tensor, batch: TokenBatch, mode: str) -> Tensor:
+        """One row per input: ``mean``, ``cls`` (first token), ``max`` or ``mean_sqrt_len``."""
+
+    @abstractmethod
+    def l2_normalize(self, x: Tensor) -> Tensor:
+        """Rows scaled to unit L2 norm."""
+
+    def describe(self) -> dict[str, Any]:
+        """Facts for ``vecsift info``."""
+        return {"driver": self.label, "precision": self.precision(), "device": "gpu" if self.is_gpu else "cpu"}

@@ -1,0 +1,108 @@
+"""`GenericBackend`: any Driver × any ModelArch, as an :class:`EmbedBackend`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from vecsift.backend.arch.base import ModelArch
+from vecsift.backend.contract import EmbedBackend
+from vecsift.backend.driver.base import Driver
+from vecsift.backend.token_batch import TokenBatch
+from vecsift.encoding import Encoding
+from vecsift.errors import BackendError, EncodingError, VecsiftError
+
+
+class GenericBackend(EmbedBackend):
+    """Runs ``arch.forward`` on ``driver``, in sub-batches sized for the driver.
+
+    Holds ``weights`` (the memory map behind the arch's tensors) for as long as it
+    lives. Clones share the arch and the map and get a fresh driver (own scratch
+    space), so they are cheap and safe to use from another thread.
+    """
+
+    def __init__(self, driver: Driver[Any], arch: ModelArch, max_tokens: int, is_gpu: bool, weights: object) -> None:
+        self.driver = driver
+        self.arch = arch
+        self._max_tokens = int(max_tokens)
+        self._is_gpu = bool(is_gpu)
+        self.weights = weights
+
+    def embed_batch(self, encodings: Sequence[Encoding]) -> np.ndarray:
+        encodings = list(encodings)
+        self._check(encodings)
+        out = np.empty((len(encodings), self.arch.dim), dtype=np.float32)
+        for rows in self._sub_batches(encodings):
+            batch = TokenBatch.from_encodings([encodings[i] for i in rows])
+            try:
+                out[rows] = self.arch.forward(self.driver, batch)
+            except VecsiftError:
+                raise
+            except Exception as err:  # an unexpected failure is still a typed error, never a partial result
+                raise BackendError(f"{self.name()} forward pass failed: {type(err).__name__}: {err}") from err
+        if not np.isfinite(out).all():
+            bad = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
+            raise BackendError(f"{self.name()} produced a non-finite embedding for input {bad}")
+        return out
+
+    def _check(self, encodings: list[Encoding]) -> None:
+        for index, encoding in enumerate(encodings):
+            if not isinstance(encoding, Encoding):
+                raise EncodingError(f"input {index} is a {type(encoding).__name__}, not an Encoding")
+            if len(encoding) > self._max_tokens:
+                raise EncodingError(
+                    f"input {index} has {len(encoding)} tokens, above this model's limit of {self._max_tokens}; "
+                    "tokenize with truncation (load_tokenizer(...).encode truncates for you)"
+                )
+            top = int(encoding.input_ids.max())
+            if top >= self.arch.vocab_size:
+                raise EncodingError(
+                    f"input {index} holds token id {top}, outside the vocabulary of size {self.arch.vocab_size}"
+                )
+
+    def _sub_batches(self, encodings: list[Encoding]) -> Iterator[list[int]]:
+        """Consecutive groups of about ``driver.preferred_batch_tokens`` tokens (at least one input)."""
+        budget = self.driver.preferred_batch_tokens
+        rows: list[int] = []
+        tokens = 0
+        for index, encoding in enumerate(encodings):
+            n = encoding.num_tokens
+            if rows and tokens + n > budget:
+                yield rows
+                rows, tokens = [], 0
+            rows.append(index)
+            tokens += n
+        if rows:
+            yield rows
+
+    def supports_clone(self) -> bool:
+        return not self._is_gpu
+
+    def clone_backend(self) -> GenericBackend:
+        if not self.supports_clone():
+            raise BackendError(f"{self.name()} cannot be cloned: GPU backends are fed by one thread, not cloned")
+        return GenericBackend(self.driver.clone(), self.arch, self._max_tokens, self._is_gpu, self.weights)
+
+    def is_gpu(self) -> bool:
+        return self._is_gpu
+
+    def max_tokens(self) -> int:
+        return self._max_tokens
+
+    def name(self) -> str:
+        device = super().name()
+        return f"{device} ({self.driver.label})" if self.driver.precision() == "fp32" else \
+            f"{device} ({self.driver.label}, {self.driver.precision()})"
+
+    def describe(self) -> dict[str, Any]:
+        """Facts for ``vecsift info``: model, architecture, driver."""
+        return {
+            "model": self.arch.files.name,
+            "directory": str(self.arch.files.directory),
+            **self.arch.describe(),
+            "max_tokens": self._max_tokens,
+            "backend": self.name(),
+            **self.driver.describe(),
+        }

@@ -1,0 +1,127 @@
+"""`vecsift` command line: ``embed`` texts, files or JSONL; ``info`` about a model and backend."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+from vecsift.cli.output import FORMATS, infer_format, write_vectors
+from vecsift.errors import VecsiftError
+from vecsift.models.resolve import DEFAULT_MODEL
+from vecsift.sources import Record, read_jsonl, read_lines, read_paths
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {number}")
+    return number
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", "-m", default=DEFAULT_MODEL,
+                        help="model directory, bundled name or hub id (default: %(default)s)")
+    parser.add_argument("--backend", default="cpu", choices=("auto", "cpu", "cuda"), help="hardware (default: cpu)")
+    parser.add_argument("--driver", default=None, help="compute driver (default: fastest available)")
+    parser.add_argument("--precision", default="fp32", help="fp32 (default)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vecsift", description="Embed text and source code with BERT-family models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    embed = commands.add_parser("embed", help="embed files, directories, JSONL or stdin lines")
+    embed.add_argument("inputs", nargs="*", help="files or directories ('-' or none: lines of stdin)")
+    embed.add_argument("--jsonl", metavar="FILE", help="read records from a JSONL file ('-' for stdin)")
+    embed.add_argument("--field", default="text", help="JSONL field holding the text (default: text)")
+    embed.add_argument("--id-field", default=None, help="JSONL field to use as the record id")
+    embed.add_argument("--output", "-o", default=None, help="output file (.npy or .jsonl); default JSONL on stdout")
+    embed.add_argument("--format", choices=FORMATS, default=None, help="output format (default: from the suffix)")
+    embed.add_argument("--chunk-lines", type=int, default=40,
+                       help="split files into windows of this many lines; 0 embeds each file whole (default: 40)")
+    embed.add_argument("--batch-size", type=_positive, default=32)
+    embed.add_argument("--workers", type=_positive, default=None, help="CPU worker threads (default: cores)")
+    embed.add_argument("--max-tokens", type=_positive, default=None, help="truncate inputs to this many tokens")
+    embed.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    _model_options(embed)
+
+    info = commands.add_parser("info", help="describe a model and the backend that would run it")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    _model_options(info)
+    return parser
+
+
+def _records(args: argparse.Namespace) -> list[Record]:
+    records: list[Record] = []
+    if args.jsonl:
+        if args.jsonl == "-":
+            records.extend(read_jsonl(sys.stdin, args.field, args.id_field, "<stdin>"))
+        else:
+            with open(args.jsonl, encoding="utf-8") as handle:
+                records.extend(read_jsonl(handle, args.field, args.id_field, args.jsonl))
+    paths = [p for p in args.inputs if p != "-"]
+    records.extend(read_paths(paths, args.chunk_lines))
+    if "-" in args.inputs or (not args.inputs and not args.jsonl):
+        records.extend(read_lines(sys.stdin, "<stdin>"))
+    return records
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from vecsift.embedder import Embedder
+    from vecsift.scheduling.distributed import embed_distributed
+
+    records = _records(args)  # input errors surface before the model loads
+    embedder = Embedder(args.model, kind=args.backend, driver=args.driver, precision=args.precision,
+                        batch_size=args.batch_size, workers=args.workers, max_tokens=args.max_tokens)
+    fmt = infer_format(args.output, args.format)
+    started = time.perf_counter()
+    encodings = embedder.tokenizer.encode([r.text for r in records], max_tokens=embedder.max_tokens)
+    vectors = embed_distributed(encodings, embedder.backends, embedder.batch_size, embedder.workers,
+                                progress=not args.no_progress and len(records) > embedder.batch_size)
+    elapsed = time.perf_counter() - started
+    tokens = [e.num_tokens for e in encodings]
+    written = write_vectors(args.output, fmt, records, vectors, tokens)
+    total = sum(tokens)
+    print(
+        f"vecsift: embedded {len(records)} texts ({total} tokens, truncated at {embedder.max_tokens}) "
+        f"with {args.model} on {embedder.backends[0].name()} in {elapsed:.2f} s: "
+        f"{len(records) / max(elapsed, 1e-9):.1f} texts/s, {total / max(elapsed, 1e-9):.0f} tokens/s; "
+        f"dim {vectors.shape[1]}" + (f"; wrote {', '.join(written)}" if written else ""),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from vecsift.embedder import Embedder
+
+    facts = Embedder(args.model, kind=args.backend, driver=args.driver, precision=args.precision).describe()
+    if args.json:
+        print(json.dumps(facts, indent=2))
+    else:
+        width = max(len(k) for k in facts)
+        for key, value in facts.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _embed(args) if args.command == "embed" else _info(args)
+    except VecsiftError as err:
+        print(f"vecsift: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"vecsift: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("vecsift: interrupted; no output was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

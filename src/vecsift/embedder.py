@@ -1,0 +1,62 @@
+"""`Embedder`: texts in, vectors out — model, tokenizer and backends wired together."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from vecsift.backend.contract import EmbedBackend
+from vecsift.backend.loader import load_backend
+from vecsift.errors import UsageError
+from vecsift.models.config import load_model_files
+from vecsift.models.resolve import DEFAULT_MODEL
+from vecsift.scheduling.distributed import ProgressCallback, embed_distributed
+from vecsift.tokenizer import Tokenizer, tokenizer_for
+
+
+class Embedder:
+    """The high-level API: ``Embedder("all-MiniLM-L6-v2").embed(texts)`` → ``(n, dim)`` float32.
+
+    Truncation follows the model (sentence-transformers' ``max_seq_length``,
+    else its position limit) unless ``max_tokens`` asks for less.
+    """
+
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        *,
+        backends: Sequence[EmbedBackend] | None = None,
+        kind: str = "cpu",
+        driver: str | None = None,
+        precision: str = "fp32",
+        batch_size: int = 32,
+        workers: int | None = None,
+        max_tokens: int | None = None,
+    ) -> None:
+        files = load_model_files(model)
+        self.model = model
+        self.tokenizer: Tokenizer = tokenizer_for(files)
+        self.backends = list(backends) if backends is not None else [
+            load_backend(kind, model, driver=driver, precision=precision)
+        ]
+        if not self.backends:
+            raise UsageError("backends must not be empty")
+        self.max_tokens = self.tokenizer.limit_for(max_tokens)
+        self.batch_size = batch_size
+        self.workers = workers
+
+    @property
+    def dim(self) -> int:
+        return int(self.backends[0].embed_batch([]).shape[1])
+
+    def embed(self, texts: Sequence[str], *, progress: bool | ProgressCallback = False) -> np.ndarray:
+        """One unit vector per text, in order; long texts are truncated to ``max_tokens``."""
+        encodings = self.tokenizer.encode(texts, max_tokens=self.max_tokens)
+        return embed_distributed(encodings, self.backends, self.batch_size, self.workers, progress)
+
+    def describe(self) -> dict[str, Any]:
+        backend = self.backends[0]
+        facts = backend.describe() if hasattr(backend, "describe") else {"backend": backend.name()}
+        return {**facts, "truncation": self.max_tokens, "backends": [b.name() for b in self.backends]}
