@@ -126,8 +126,10 @@ def embed_distributed(
     callback = bar.update if bar is not None else (progress or None)
     run = _Run(encodings, length_sorted_batches(encodings, batch_size), callback)
     threaded, inline = _worker_backends(backends, workers)
-    # One BLAS thread per worker when several compute at once; else let BLAS use the cores.
-    limits = threadpool_limits(limits=1, user_api="blas") if threaded else nullcontext()
+    # One BLAS thread per CPU worker: the cores are used by the workers, and the arithmetic
+    # (so every vector, bit for bit) is the same whatever the number of workers.
+    cpu_workers = any(not b.is_gpu() for b in threaded + inline)
+    limits = threadpool_limits(limits=1, user_api="blas") if cpu_workers else nullcontext()
     try:
         with limits:
             threads = [

@@ -21,7 +21,7 @@ from vecsift.errors import BackendError
 _AS_P = 0.3275911
 _AS_COEFFS = (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)  # a5 … a1
 _GELU_CHUNK = 32768  # floats per element-wise pass: scratch stays in L2
-_SCORES_BUDGET = 1 << 18  # attention scores per head group (floats): keeps them in L2
+_SCORES_BUDGET = 1 << 16  # attention scores per head group (floats): keeps them in L1/L2
 # A softmax denominator below this means the shifted exps reached subnormals: redo with the exact max.
 _TINY_DENOMINATOR = 1e-30
 
@@ -170,6 +170,8 @@ class NumpyDriver(Driver[np.ndarray]):
 
     def l2_normalize(self, x: np.ndarray) -> np.ndarray:
         norms = np.linalg.norm(x, axis=1, keepdims=True)
+        if not np.isfinite(norms).all():
+            raise BackendError("a pooled embedding is not finite: the forward pass produced NaN or inf")
         if not np.all(norms > 0):
             raise BackendError("a pooled embedding has zero length and cannot be normalized")
         return x / norms

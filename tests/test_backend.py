@@ -1,0 +1,150 @@
+"""The EmbedBackend contract as GenericBackend(NumpyDriver, ClassicBert) implements it."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+
+from vecsift import EmbedBackend, Encoding, GenericBackend, detect_backends, load_backend
+from vecsift.backend.driver.numpy_driver import NumpyDriver
+from vecsift.errors import BackendError, EncodingError
+
+
+def test_contract_basics(backend, tokenizer):
+    assert isinstance(backend, EmbedBackend)
+    assert backend.is_gpu() is False and backend.supports_clone() is True
+    assert backend.max_tokens() == 512 and backend.name() == "CPU (numpy)"
+    vectors = backend.embed_batch(tokenizer.encode(["def f(): pass", "hello", "x" * 5000]))
+    assert vectors.dtype == np.float32 and vectors.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
+
+
+def test_empty_batch_has_the_model_dimension(backend):
+    out = backend.embed_batch([])
+    assert out.shape == (0, 384) and out.dtype == np.float32
+
+
+def test_rows_do_not_depend_on_batch_company(backend, tokenizer):
+    encodings = tokenizer.encode(["alpha beta", "a much longer text " * 30, "gamma"])
+    together = backend.embed_batch(encodings)
+    alone = np.concatenate([backend.embed_batch([e]) for e in encodings])
+    np.testing.assert_allclose(together, alone, atol=1e-6)
+
+
+def test_sub_batching_does_not_change_results(tokenizer):
+    backend = load_backend()
+    encodings = tokenizer.encode([f"text number {i} " * (i % 7 + 1) for i in range(40)])
+    whole = backend.embed_batch(encodings)
+    backend.driver.preferred_batch_tokens = 1  # every input in its own forward pass
+    np.testing.assert_allclose(backend.embed_batch(encodings), whole, atol=1e-6)
+
+
+def test_clone_shares_weights(backend, tokenizer):
+    clone = backend.clone_backend()
+    assert clone is not backend and clone.driver is not backend.driver
+    assert clone.arch.word_embeddings is backend.arch.word_embeddings
+    assert np.shares_memory(clone.arch.layers[0].ffn_in_w, backend.weights._map)
+    encodings = tokenizer.encode(["same result from a clone"])
+    np.testing.assert_array_equal(clone.embed_batch(encodings), backend.embed_batch(encodings))
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * 4096
+
+
+def test_eight_clones_do_not_copy_the_weights(backend, tokenizer):
+    weight_bytes = backend.weights.path.stat().st_size
+    encodings = tokenizer.encode(["touch every weight once"])
+    backend.embed_batch(encodings)  # page the weights in before measuring
+    gc.collect()
+    before = _resident_bytes()
+    clones = [backend.clone_backend() for _ in range(8)]
+    for clone in clones:
+        clone.embed_batch(encodings)
+    growth = _resident_bytes() - before
+    assert growth < weight_bytes, f"8 clones grew resident memory by {growth / 2**20:.0f} MiB"
+
+
+def test_gpu_backend_cannot_clone(backend):
+    gpu_like = GenericBackend(NumpyDriver(), backend.arch, 512, True, backend.weights)
+    assert gpu_like.supports_clone() is False and gpu_like.name().startswith("GPU")
+    with pytest.raises(BackendError, match="cannot be cloned"):
+        gpu_like.clone_backend()
+
+
+def test_token_id_outside_vocabulary(backend):
+    with pytest.raises(EncodingError, match=r"token id 30522, outside the vocabulary of size 30522"):
+        backend.embed_batch([Encoding.from_ids([101, 30522, 102])])
+
+
+def test_token_type_outside_model(backend):
+    with pytest.raises(EncodingError, match="token type id 2 is out of range"):
+        backend.embed_batch([Encoding([101, 102], [1, 1], [0, 2])])
+
+
+def test_encoding_longer_than_the_position_limit(backend):
+    with pytest.raises(EncodingError, match="513 tokens, above this model's limit of 512"):
+        backend.embed_batch([Encoding.from_ids([100] * 513)])
+
+
+def test_non_encoding_input(backend):
+    with pytest.raises(EncodingError, match="input 1 is a list, not an Encoding"):
+        backend.embed_batch([Encoding.from_ids([101, 102]), [101, 102]])
+
+
+class _BrokenDriver(NumpyDriver):
+    def __init__(self, mode: str):
+        super().__init__()
+        self.mode = mode
+
+    def gelu_(self, x):
+        if self.mode == "raise":
+            raise RuntimeError("kernel exploded")
+        x[...] = np.nan
+        return x
+
+
+@pytest.mark.parametrize(("mode", "message"), [("raise", "forward pass failed: RuntimeError: kernel exploded"),
+                                               ("nan", "not finite")])
+def test_forward_failures_become_backend_errors(backend, mode, message):
+    broken = GenericBackend(_BrokenDriver(mode), backend.arch, 512, False, backend.weights)
+    with pytest.raises(BackendError, match=message):
+        broken.embed_batch([Encoding.from_ids([101, 2000, 102])])
+
+
+def test_non_finite_output_of_any_driver_is_caught(backend):
+    class NaNDriver(NumpyDriver):
+        def l2_normalize(self, x):
+            return x * np.nan
+
+    broken = GenericBackend(NaNDriver(), backend.arch, 512, False, backend.weights)
+    with pytest.raises(BackendError, match="non-finite embedding for input 0"):
+        broken.embed_batch([Encoding.from_ids([101, 2000, 102])])
+
+
+def test_zero_vector_cannot_be_normalized():
+    with pytest.raises(BackendError, match="zero length"):
+        NumpyDriver().l2_normalize(np.zeros((1, 4), dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"kind": "cuda"}, "needs a GPU driver"),
+        ({"kind": "tpu"}, "unknown backend kind 'tpu'"),
+        ({"driver": "onnx"}, "unknown driver 'onnx'"),
+        ({"precision": "bf16"}, r"precision 'bf16' is not supported .* cpu/numpy: \['fp32'\]"),
+        ({"device": "cuda:0"}, "device 'cuda:0' is not available"),
+    ],
+)
+def test_unsupported_backend_requests(kwargs, message):
+    with pytest.raises(BackendError, match=message):
+        load_backend(**kwargs)
+
+
+def test_detect_backends_gives_the_cpu_backend_when_no_gpu_driver_exists():
+    backends = detect_backends()
+    assert [b.name() for b in backends] == ["CPU (numpy)"]

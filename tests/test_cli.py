@@ -1,0 +1,119 @@
+"""The vecsift command line: inputs, outputs, summaries and errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vecsift.cli.main import main
+from vecsift.cli.output import atomic_file
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "repo"
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "a.py").write_text("def add(a, b):\n    return a + b\n")
+    (root / "pkg" / "b.md").write_text("\n".join(f"line {i} of the docs" for i in range(95)))
+    (root / "blob.bin").write_bytes(b"\x00\x01\x02binary")
+    (root / "latin1.txt").write_bytes("caf\xe9 ol\xe9".encode("latin-1") * 10)
+    (root / ".git").mkdir()
+    (root / ".git" / "config").write_text("[core]")
+    return root
+
+
+def test_embed_directory_to_npy(tree, tmp_path, capsys):
+    out = tmp_path / "vectors.npy"
+    assert main(["embed", str(tree), "-o", str(out), "--no-progress"]) == 0
+    vectors = np.load(out)
+    ids = [json.loads(line) for line in (tmp_path / "vectors.ids.jsonl").read_text().splitlines()]
+    assert vectors.shape == (len(ids), 384)
+    names = [row["id"] for row in ids]
+    assert names == [f"{tree}/pkg/a.py", f"{tree}/pkg/b.md:1-40", f"{tree}/pkg/b.md:41-80", f"{tree}/pkg/b.md:81-95"]
+    assert all(row["tokens"] > 0 for row in ids)
+    summary = capsys.readouterr().err
+    assert "embedded 4 texts" in summary and "CPU (numpy)" in summary and "dim 384" in summary
+
+
+def test_whole_files_and_jsonl_output(tree, tmp_path):
+    out = tmp_path / "vectors.jsonl"
+    assert main(["embed", str(tree / "pkg"), "--chunk-lines", "0", "-o", str(out), "--no-progress"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"{tree}/pkg/a.py", f"{tree}/pkg/b.md"]
+    assert abs(np.linalg.norm(rows[0]["vector"]) - 1.0) < 1e-5
+
+
+def test_jsonl_input_with_field(tmp_path, capsys):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "x1", "body": "retry with backoff"}\n\n{"id": "x2", "body": "parse json"}\n')
+    assert main(["embed", "--jsonl", str(source), "--field", "body", "--id-field", "id", "--no-progress"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["id"] for r in rows] == ["x1", "x2"] and len(rows[0]["vector"]) == 384
+
+
+def test_stdin_lines(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("first line\nsecond line\n"))
+    assert main(["embed", "--no-progress"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["id"] for r in rows] == ["<stdin>:1", "<stdin>:2"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["embed", "/no/such/path"], "input path /no/such/path does not exist"),
+        (["embed", "--jsonl", "{bad}"], "not valid JSON"),
+        (["embed", "--jsonl", "{nofield}"], "no string field 'text'"),
+        (["embed", "{tree}", "-o", "{tmp}/out.txt"], "cannot tell the format"),
+        (["embed", "{tree}", "--format", "npy"], "needs an output file"),
+        (["embed", "{tree}", "-o", "{tmp}/missing/out.npy"], "output folder .* does not exist"),
+        (["embed", "{tree}", "--model", "{tmp}"], "has no model.safetensors|missing file"),
+        (["info", "--precision", "int4"], "precision 'int4' is not supported"),
+    ],
+)
+def test_errors_exit_1_with_a_message_and_write_nothing(argv, message, tree, tmp_path, capsys):
+    (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{not json\n')
+    (tmp_path / "nofield.jsonl").write_text('{"body": "x"}\n')
+    substitutions = {"{tree}": str(tree), "{tmp}": str(tmp_path), "{bad}": str(tmp_path / "bad.jsonl"),
+                     "{nofield}": str(tmp_path / "nofield.jsonl")}
+    for key, value in substitutions.items():
+        argv = [a.replace(key, value) for a in argv]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(argv) == 1
+    import re
+
+    assert re.search(message, capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_atomic_file_leaves_nothing_when_interrupted(tmp_path):
+    target = tmp_path / "out.npy"
+    with pytest.raises(KeyboardInterrupt), atomic_file(target, "wb") as handle:
+        handle.write(b"partial")
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_info(capsys):
+    assert main(["info"]) == 0
+    text = capsys.readouterr().out
+    for expected in ["ClassicBert", "384", "512", "CPU (numpy)", "blas", "openblas"]:
+        assert expected in text
+    assert main(["info", "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["dim"] == 384 and facts["pooling"] == "mean" and facts["truncation"] == 256
+
+
+def test_console_entry_point_runs(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "vecsift", "embed", "--no-progress"], input="hello\n",
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)["vector"]) == 384
+    bad = subprocess.run([sys.executable, "-m", "vecsift", "embed", "--batch-size", "0"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "must be ≥ 1" in bad.stderr
