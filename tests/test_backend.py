@@ -145,6 +145,20 @@ def test_unsupported_backend_requests(kwargs, message):
         load_backend(**kwargs)
 
 
-def test_detect_backends_gives_the_cpu_backend_when_no_gpu_driver_exists():
-    backends = detect_backends()
+def test_detect_backends_gives_the_cpu_backend_when_there_is_no_gpu(monkeypatch):
+    monkeypatch.setattr("vecsift.backend.loader.cuda_available", lambda: False)
+    assert [b.name() for b in detect_backends()] == ["CPU (numpy)"]
+
+
+def test_a_gpu_that_cannot_be_used_is_reported_and_cpu_is_used(monkeypatch):
+    monkeypatch.setattr("vecsift.backend.loader.cuda_available", lambda: True)
+    with pytest.warns(UserWarning, match="CUDA device is present but no CUDA backend could be loaded"):
+        backends = detect_backends()
     assert [b.name() for b in backends] == ["CPU (numpy)"]
+
+
+def test_auto_kind_in_embedder_uses_detection(monkeypatch):
+    from vecsift import Embedder
+
+    monkeypatch.setattr("vecsift.backend.loader.cuda_available", lambda: False)
+    assert [b.name() for b in Embedder(kind="auto").backends] == ["CPU (numpy)"]

@@ -35,7 +35,8 @@ def test_embed_directory_to_npy(tree, tmp_path, capsys):
     assert vectors.shape == (len(ids), 384)
     names = [row["id"] for row in ids]
     assert names == [f"{tree}/pkg/a.py", f"{tree}/pkg/b.md:1-40", f"{tree}/pkg/b.md:41-80", f"{tree}/pkg/b.md:81-95"]
-    assert all(row["tokens"] > 0 for row in ids)
+    assert [row["index"] for row in ids] == [0, 1, 2, 3]
+    assert np.load(out, mmap_mode="r").shape == (4, 384)
     summary = capsys.readouterr().err
     assert "embedded 4 texts" in summary and "CPU (numpy)" in summary and "dim 384" in summary
 
@@ -89,6 +90,14 @@ def test_errors_exit_1_with_a_message_and_write_nothing(argv, message, tree, tmp
 
     assert re.search(message, capsys.readouterr().err)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_stdin_lines_to_npy(tmp_path, monkeypatch, backend, tokenizer):
+    texts = [f"line {i} " + "word " * (i % 50) for i in range(300)]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(texts) + "\n"))
+    out = tmp_path / "lines.npy"
+    assert main(["embed", "--no-progress", "--batch-size", "16", "-o", str(out)]) == 0
+    np.testing.assert_allclose(np.load(out), backend.embed_batch(tokenizer.encode(texts)), atol=1e-6)
 
 
 def test_atomic_file_leaves_nothing_when_interrupted(tmp_path):

@@ -5,11 +5,8 @@ from vecsift.backend.generic import GenericBackend
 from vecsift.backend.loader import detect_backends, load_backend
 from vecsift.embedder import Embedder
 from vecsift.encoding import Encoding
-from vecsift.scheduling.distributed import embed_distributed
+from vecsift.scheduling import RING_SIZE, EmbeddingStream, embed_distributed, embed_stream
 from vecsift.tokenizer import Tokenizer, load_tokenizer
-
-#: batches in flight for a GPU backend's ring-buffer pipeline (the seed's bound on memory)
-RING_SIZE = 4
 
 __version__ = "0.1.0"
 
@@ -17,11 +14,13 @@ __all__ = [
     "RING_SIZE",
     "EmbedBackend",
     "Embedder",
+    "EmbeddingStream",
     "Encoding",
     "GenericBackend",
     "Tokenizer",
     "detect_backends",
     "embed_distributed",
+    "embed_stream",
     "load_backend",
     "load_tokenizer",
 ]

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from vecsift.backend.contract import EmbedBackend
-from vecsift.backend.loader import load_backend
+from vecsift.backend.loader import detect_backends, load_backend
 from vecsift.errors import UsageError
 from vecsift.models.config import load_model_files
 from vecsift.models.resolve import DEFAULT_MODEL
-from vecsift.scheduling.distributed import ProgressCallback, embed_distributed
+from vecsift.scheduling.distributed import embed_distributed
+from vecsift.scheduling.progress import ProgressCallback
+from vecsift.scheduling.stream import EmbeddingStream, embed_stream
 from vecsift.tokenizer import Tokenizer, tokenizer_for
 
 
 class Embedder:
     """The high-level API: ``Embedder("all-MiniLM-L6-v2").embed(texts)`` → ``(n, dim)`` float32.
 
+    ``kind="auto"`` runs every detected backend (GPU first, CPU when there is no GPU).
     Truncation follows the model (sentence-transformers' ``max_seq_length``,
     else its position limit) unless ``max_tokens`` asks for less.
     """
@@ -38,9 +41,12 @@ class Embedder:
         files = load_model_files(model)
         self.model = model
         self.tokenizer: Tokenizer = tokenizer_for(files)
-        self.backends = list(backends) if backends is not None else [
-            load_backend(kind, model, driver=driver, precision=precision)
-        ]
+        if backends is not None:
+            self.backends = list(backends)
+        elif kind == "auto" and driver is None:
+            self.backends = detect_backends(model, precision)
+        else:
+            self.backends = [load_backend(kind, model, driver=driver, precision=precision)]
         if not self.backends:
             raise UsageError("backends must not be empty")
         self.max_tokens = self.tokenizer.limit_for(max_tokens)
@@ -55,6 +61,11 @@ class Embedder:
         """One unit vector per text, in order; long texts are truncated to ``max_tokens``."""
         encodings = self.tokenizer.encode(texts, max_tokens=self.max_tokens)
         return embed_distributed(encodings, self.backends, self.batch_size, self.workers, progress)
+
+    def embed_stream(self, texts: Iterable[str], *, progress: bool | ProgressCallback = False) -> EmbeddingStream:
+        """One vector per text, in order, while ``texts`` is still being read (bounded memory)."""
+        return embed_stream(texts, self.backends, self.tokenizer, self.batch_size, workers=self.workers,
+                            max_tokens=self.max_tokens, progress=progress)
 
     def describe(self) -> dict[str, Any]:
         backend = self.backends[0]

@@ -61,12 +61,17 @@ def chunk_lines(text: str, max_lines: int) -> Iterator[tuple[int, int, str]]:
         yield start + 1, start + len(window), "".join(window)
 
 
-def read_paths(paths: Iterable[str | Path], chunk: int) -> Iterator[Record]:
-    """Records from files and directories; a missing path is a :class:`UsageError` before any output."""
+def check_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """The input paths, each checked to exist: a missing one is a :class:`UsageError` before any work."""
     roots = [Path(p) for p in paths]
     for root in roots:
         if not root.exists():
             raise UsageError(f"input path {root} does not exist")
+    return roots
+
+
+def read_paths(roots: Iterable[Path], chunk: int) -> Iterator[Record]:
+    """Records from files and directories, read lazily (see :func:`check_paths`)."""
     for root in roots:
         for path in iter_files(root):
             try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +45,19 @@ class EmbedBackend(ABC):
     def max_tokens(self) -> int:
         """Position limit of the model; longer inputs are truncated by the tokenizer."""
         return DEFAULT_MAX_TOKENS
+
+    def prepare_batch(self, encodings: Sequence[Encoding], buffers: Any = None) -> Any:
+        """Host-side work that can run ahead of the device (validation, packing, the copy to the GPU).
+
+        The ring pipeline calls this on its producer thread with the reusable
+        buffers of one ring slot, then :meth:`embed_prepared` on the driving
+        thread. The default does nothing ahead: it returns the encodings.
+        """
+        return list(encodings)
+
+    def embed_prepared(self, prepared: Any) -> np.ndarray:
+        """Embed what :meth:`prepare_batch` returned; same result as :meth:`embed_batch`."""
+        return self.embed_batch(prepared)
 
     def name(self) -> str:
         """A short label for progress output and ``vecsift info``."""

@@ -10,7 +10,7 @@ import numpy as np
 from vecsift.backend.arch.base import ModelArch
 from vecsift.backend.contract import EmbedBackend
 from vecsift.backend.driver.base import Driver
-from vecsift.backend.token_batch import TokenBatch
+from vecsift.backend.token_batch import PackBuffers, TokenBatch
 from vecsift.encoding import Encoding
 from vecsift.errors import BackendError, EncodingError, VecsiftError
 
@@ -31,13 +31,19 @@ class GenericBackend(EmbedBackend):
         self.weights = weights
 
     def embed_batch(self, encodings: Sequence[Encoding]) -> np.ndarray:
+        return self.embed_prepared(self.prepare_batch(encodings))
+
+    def prepare_batch(self, encodings: Sequence[Encoding], buffers: PackBuffers | None = None) -> TokenBatch:
+        """Validate and pack ``encodings`` (into ``buffers`` when given), then hand them to the driver."""
         encodings = list(encodings)
         self._check(encodings)
-        out = np.empty((len(encodings), self.arch.dim), dtype=np.float32)
-        for rows in self._sub_batches(encodings):
-            batch = TokenBatch.from_encodings([encodings[i] for i in rows])
+        return self.driver.upload(TokenBatch.from_encodings(encodings, buffers))
+
+    def embed_prepared(self, prepared: TokenBatch) -> np.ndarray:
+        out = np.empty((prepared.num_inputs, self.arch.dim), dtype=np.float32)
+        for first, last in self._sub_batches(prepared):
             try:
-                out[rows] = self.arch.forward(self.driver, batch)
+                out[first:last] = self.arch.forward(self.driver, prepared.select(first, last))
             except VecsiftError:
                 raise
             except Exception as err:  # an unexpected failure is still a typed error, never a partial result
@@ -62,20 +68,17 @@ class GenericBackend(EmbedBackend):
                     f"input {index} holds token id {top}, outside the vocabulary of size {self.arch.vocab_size}"
                 )
 
-    def _sub_batches(self, encodings: list[Encoding]) -> Iterator[list[int]]:
-        """Consecutive groups of about ``driver.preferred_batch_tokens`` tokens (at least one input)."""
+    def _sub_batches(self, batch: TokenBatch) -> Iterator[tuple[int, int]]:
+        """Input ranges of about ``driver.preferred_batch_tokens`` tokens (at least one input each)."""
         budget = self.driver.preferred_batch_tokens
-        rows: list[int] = []
-        tokens = 0
-        for index, encoding in enumerate(encodings):
-            n = encoding.num_tokens
-            if rows and tokens + n > budget:
-                yield rows
-                rows, tokens = [], 0
-            rows.append(index)
-            tokens += n
-        if rows:
-            yield rows
+        bounds = batch.cu_seqlens.tolist()
+        first = 0
+        for last in range(1, batch.num_inputs + 1):
+            if last - first > 1 and bounds[last] - bounds[first] > budget:
+                yield first, last - 1
+                first = last - 1
+        if batch.num_inputs:
+            yield first, batch.num_inputs
 
     def supports_clone(self) -> bool:
         return not self._is_gpu

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import warnings
+
 from vecsift.backend.arch import ARCHITECTURES
 from vecsift.backend.contract import EmbedBackend
 from vecsift.backend.driver.base import Driver
@@ -63,9 +66,26 @@ def load_backend(
     return GenericBackend(chosen, arch, arch.max_positions, chosen.is_gpu, weights)
 
 
-def detect_backends(model: str = DEFAULT_MODEL) -> list[EmbedBackend]:
-    """Every backend worth running here, GPU ones first; CPU only when no GPU loaded (as ripvec).
+def cuda_available() -> bool:
+    """Whether torch is installed and sees a CUDA device (torch is imported only if installed)."""
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
 
-    No GPU driver exists yet, so this is the CPU backend.
+    return bool(torch.cuda.is_available())
+
+
+def detect_backends(model: str = DEFAULT_MODEL, precision: str | None = None) -> list[EmbedBackend]:
+    """Every backend worth running here: GPU ones first, CPU only when no GPU loaded (as ripvec does).
+
+    A GPU that is present but cannot be used is reported with a warning, not hidden.
     """
-    return [load_backend("cpu", model)]
+    backends: list[EmbedBackend] = []
+    if cuda_available():
+        try:
+            backends.append(load_backend("cuda", model, precision=precision or "fp32"))
+        except BackendError as err:
+            warnings.warn(f"a CUDA device is present but no CUDA backend could be loaded: {err}", stacklevel=2)
+    if not backends:
+        backends.append(load_backend("cpu", model, precision=precision or "fp32"))
+    return backends

@@ -16,6 +16,21 @@ import numpy as np
 from vecsift.encoding import Encoding
 
 
+class PackBuffers:
+    """Reusable host arrays that batches are packed into (one per ring slot): no allocation per batch
+    once they have grown to the largest batch seen."""
+
+    def __init__(self) -> None:
+        self.tokens = np.empty((3, 0), dtype=np.int64)  # input ids, positions, token types
+        self.cu_seqlens = np.zeros(1, dtype=np.int64)
+
+    def reserve(self, total_tokens: int, num_inputs: int) -> None:
+        if self.tokens.shape[1] < total_tokens:
+            self.tokens = np.empty((3, max(total_tokens, self.tokens.shape[1] * 3 // 2)), dtype=np.int64)
+        if len(self.cu_seqlens) < num_inputs + 1:
+            self.cu_seqlens = np.zeros(max(num_inputs + 1, len(self.cu_seqlens) * 3 // 2), dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class TokenBatch:
     input_ids: np.ndarray  # (total_tokens,) int64
@@ -24,20 +39,26 @@ class TokenBatch:
     cu_seqlens: np.ndarray  # (num_inputs + 1,) int64, cumulative lengths starting at 0
 
     @classmethod
-    def from_encodings(cls, encodings: Sequence[Encoding]) -> TokenBatch:
-        if all(e.attention_mask.all() for e in encodings):
-            positions = [np.arange(len(e), dtype=np.int64) for e in encodings]
-        else:
-            positions = [np.flatnonzero(e.attention_mask) for e in encodings]
-        lengths = np.array([len(p) for p in positions], dtype=np.int64)
-        cu_seqlens = np.zeros(len(encodings) + 1, dtype=np.int64)
+    def from_encodings(cls, encodings: Sequence[Encoding], buffers: PackBuffers | None = None) -> TokenBatch:
+        """Pack ``encodings``, into ``buffers`` when given (the result then views them)."""
+        dense = all(e.attention_mask.all() for e in encodings)
+        kept = None if dense else [np.flatnonzero(e.attention_mask) for e in encodings]
+        lengths = [len(e) for e in encodings] if dense else [len(k) for k in kept]
+        total = sum(lengths)
+        buffers = buffers or PackBuffers()
+        buffers.reserve(total, len(encodings))
+        ids, positions, types = buffers.tokens[:, :total]
+        cu_seqlens = buffers.cu_seqlens[: len(encodings) + 1]
         np.cumsum(lengths, out=cu_seqlens[1:])
-        return cls(
-            input_ids=np.concatenate([e.input_ids[p] for e, p in zip(encodings, positions, strict=True)]),
-            position_ids=np.concatenate(positions),
-            token_type_ids=np.concatenate([e.token_type_ids[p] for e, p in zip(encodings, positions, strict=True)]),
-            cu_seqlens=cu_seqlens,
-        )
+        for i, e in enumerate(encodings):
+            rows = slice(cu_seqlens[i], cu_seqlens[i + 1])
+            if dense:
+                ids[rows], types[rows] = e.input_ids, e.token_type_ids
+                positions[rows] = np.arange(lengths[i])
+            else:
+                ids[rows], types[rows] = e.input_ids[kept[i]], e.token_type_ids[kept[i]]
+                positions[rows] = kept[i]
+        return cls(ids, positions, types, cu_seqlens)
 
     @property
     def num_inputs(self) -> int:
@@ -53,5 +74,11 @@ class TokenBatch:
 
     def spans(self) -> list[tuple[int, int]]:
         """``(start, end)`` row range of each input."""
-        bounds = self.cu_seqlens.tolist()
-        return list(pairwise(bounds))
+        return list(pairwise(self.cu_seqlens.tolist()))
+
+    def select(self, first: int, last: int) -> TokenBatch:
+        """Inputs ``first`` to ``last`` (exclusive) as a batch of their own, viewing the same arrays."""
+        start, end = int(self.cu_seqlens[first]), int(self.cu_seqlens[last])
+        rows = slice(start, end)
+        return TokenBatch(self.input_ids[rows], self.position_ids[rows], self.token_type_ids[rows],
+                          self.cu_seqlens[first : last + 1] - start)

@@ -6,12 +6,14 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
-from vecsift.cli.output import FORMATS, infer_format, write_vectors
-from vecsift.errors import VecsiftError
+from vecsift.cli.output import FORMATS, infer_format, open_writer, written_paths
+from vecsift.errors import UsageError, VecsiftError
 from vecsift.models.resolve import DEFAULT_MODEL
-from vecsift.sources import Record, read_jsonl, read_lines, read_paths
+from vecsift.sources import Record, check_paths, read_jsonl, read_lines, read_paths
 
 
 def _positive(value: str) -> int:
@@ -54,42 +56,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _records(args: argparse.Namespace) -> list[Record]:
-    records: list[Record] = []
-    if args.jsonl:
+def _records(args: argparse.Namespace) -> Iterator[Record]:
+    """The records to embed, read lazily; missing inputs are reported before anything runs."""
+    roots = check_paths(p for p in args.inputs if p != "-")
+    if args.jsonl and args.jsonl != "-" and not Path(args.jsonl).is_file():
+        raise UsageError(f"JSONL input {args.jsonl} does not exist")
+
+    def generate() -> Iterator[Record]:
         if args.jsonl == "-":
-            records.extend(read_jsonl(sys.stdin, args.field, args.id_field, "<stdin>"))
-        else:
+            yield from read_jsonl(sys.stdin, args.field, args.id_field, "<stdin>")
+        elif args.jsonl:
             with open(args.jsonl, encoding="utf-8") as handle:
-                records.extend(read_jsonl(handle, args.field, args.id_field, args.jsonl))
-    paths = [p for p in args.inputs if p != "-"]
-    records.extend(read_paths(paths, args.chunk_lines))
-    if "-" in args.inputs or (not args.inputs and not args.jsonl):
-        records.extend(read_lines(sys.stdin, "<stdin>"))
-    return records
+                yield from read_jsonl(handle, args.field, args.id_field, args.jsonl)
+        yield from read_paths(roots, args.chunk_lines)
+        if "-" in args.inputs or (not args.inputs and not args.jsonl):
+            yield from read_lines(sys.stdin, "<stdin>")
+
+    return generate()
 
 
 def _embed(args: argparse.Namespace) -> int:
     from vecsift.embedder import Embedder
-    from vecsift.scheduling.distributed import embed_distributed
 
-    records = _records(args)  # input errors surface before the model loads
+    records = _records(args)
+    fmt = infer_format(args.output, args.format)
     embedder = Embedder(args.model, kind=args.backend, driver=args.driver, precision=args.precision,
                         batch_size=args.batch_size, workers=args.workers, max_tokens=args.max_tokens)
-    fmt = infer_format(args.output, args.format)
+    ids: deque[str] = deque()  # ids of texts pulled but not yet written, in order
+
+    def texts() -> Iterator[str]:
+        for record in records:
+            ids.append(record.id)
+            yield record.text
+
     started = time.perf_counter()
-    encodings = embedder.tokenizer.encode([r.text for r in records], max_tokens=embedder.max_tokens)
-    vectors = embed_distributed(encodings, embedder.backends, embedder.batch_size, embedder.workers,
-                                progress=not args.no_progress and len(records) > embedder.batch_size)
-    elapsed = time.perf_counter() - started
-    tokens = [e.num_tokens for e in encodings]
-    written = write_vectors(args.output, fmt, records, vectors, tokens)
-    total = sum(tokens)
+    with open_writer(args.output, fmt, embedder.dim) as writer, \
+            embedder.embed_stream(texts(), progress=not args.no_progress) as stream:
+        for vector in stream:
+            writer.write(ids.popleft(), vector)
+    elapsed = max(time.perf_counter() - started, 1e-9)
+    written = written_paths(args.output, fmt)
     print(
-        f"vecsift: embedded {len(records)} texts ({total} tokens, truncated at {embedder.max_tokens}) "
-        f"with {args.model} on {embedder.backends[0].name()} in {elapsed:.2f} s: "
-        f"{len(records) / max(elapsed, 1e-9):.1f} texts/s, {total / max(elapsed, 1e-9):.0f} tokens/s; "
-        f"dim {vectors.shape[1]}" + (f"; wrote {', '.join(written)}" if written else ""),
+        f"vecsift: embedded {writer.rows} texts ({stream.tokens} tokens, truncated at {embedder.max_tokens}) "
+        f"with {args.model} on {', '.join(b.name() for b in embedder.backends)} in {elapsed:.2f} s: "
+        f"{writer.rows / elapsed:.1f} texts/s, {stream.tokens / elapsed:.0f} tokens/s; "
+        f"dim {embedder.dim}" + (f"; wrote {', '.join(written)}" if written else ""),
         file=sys.stderr,
     )
     return 0

@@ -1,17 +1,19 @@
-"""Writing vectors: .npy (+ an ids JSONL beside it) or JSONL, atomically.
+"""Writing vectors as they are produced: .npy (+ an ids JSONL beside it) or JSONL.
 
 Files are written under a temporary name in the target folder and renamed into
 place only when complete, so an interrupted or failed run never leaves a
-truncated output behind.
+truncated output behind. The .npy header is rewritten with the final row count
+at the end (a fixed-size header makes that possible without a second pass).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import struct
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -19,9 +21,9 @@ from typing import IO
 import numpy as np
 
 from vecsift.errors import UsageError
-from vecsift.sources import Record
 
 FORMATS = ("npy", "jsonl")
+_NPY_HEADER_BYTES = 128  # magic, version, length, then the header dict padded with spaces
 
 
 def infer_format(output: str | None, requested: str | None) -> str:
@@ -56,31 +58,62 @@ def atomic_file(path: Path, mode: str) -> Iterator[IO]:
         raise
 
 
-def _jsonl_lines(records: Sequence[Record], vectors: np.ndarray | None, tokens: Sequence[int]) -> Iterator[str]:
-    for index, record in enumerate(records):
-        row: dict[str, object] = {"index": index, "id": record.id, "tokens": int(tokens[index])}
-        if vectors is not None:
-            row["vector"] = [round(float(x), 7) for x in vectors[index]]
-        yield json.dumps(row, ensure_ascii=False) + "\n"
+def npy_header(rows: int, dim: int) -> bytes:
+    """A version 1.0 .npy header for a C-order float32 (rows, dim) array, always 128 bytes."""
+    text = f"{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {dim}), }}"
+    body_len = _NPY_HEADER_BYTES - 10
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", body_len) + text.ljust(body_len - 1).encode("latin-1") + b"\n"
 
 
-def write_vectors(output: str | None, fmt: str, records: Sequence[Record], vectors: np.ndarray,
-                  tokens: Sequence[int]) -> list[str]:
-    """Write and return the paths written (empty for stdout)."""
+class VectorWriter:
+    """Receives (id, vector) pairs in order; ``rows`` counts them."""
+
+    def __init__(self, vectors: IO, ids: IO | None, fmt: str, dim: int) -> None:
+        self._vectors, self._ids, self._fmt, self.dim = vectors, ids, fmt, dim
+        self.rows = 0
+        if fmt == "npy":
+            vectors.write(b"\0" * _NPY_HEADER_BYTES)  # rewritten with the real shape at the end
+
+    def write(self, record_id: str, vector: np.ndarray) -> None:
+        if self._fmt == "npy":
+            self._vectors.write(np.ascontiguousarray(vector, dtype="<f4").tobytes())
+            self._ids.write(json.dumps({"index": self.rows, "id": record_id}, ensure_ascii=False) + "\n")
+        else:
+            row = {"index": self.rows, "id": record_id, "vector": [round(float(x), 7) for x in vector]}
+            self._vectors.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self.rows += 1
+
+    def finish(self) -> None:
+        if self._fmt == "npy":
+            self._vectors.seek(0)
+            self._vectors.write(npy_header(self.rows, self.dim))
+
+
+@contextmanager
+def open_writer(output: str | None, fmt: str, dim: int) -> Iterator[VectorWriter]:
+    """A writer for ``output`` (None or '-': JSONL on stdout); files appear only when it completes."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown output format {fmt!r}; choose one of {list(FORMATS)}")
     if output is None or output == "-":
         if fmt == "npy":
             raise UsageError("the npy format needs an output file (-o vectors.npy)")
-        sys.stdout.writelines(_jsonl_lines(records, vectors, tokens))
+        writer = VectorWriter(sys.stdout, None, fmt, dim)
+        yield writer
         sys.stdout.flush()
-        return []
+        return
     path = Path(output)
     if fmt == "jsonl":
         with atomic_file(path, "w") as handle:
-            handle.writelines(_jsonl_lines(records, vectors, tokens))
-        return [str(path)]
+            writer = VectorWriter(handle, None, fmt, dim)
+            yield writer
+        return
     with atomic_file(ids_path(path), "w") as ids_handle, atomic_file(path, "wb") as npy_handle:
-        ids_handle.writelines(_jsonl_lines(records, None, tokens))
-        np.save(npy_handle, vectors)
-    return [str(path), str(ids_path(path))]
+        writer = VectorWriter(npy_handle, ids_handle, fmt, dim)
+        yield writer
+        writer.finish()
+
+
+def written_paths(output: str | None, fmt: str) -> list[str]:
+    if output is None or output == "-":
+        return []
+    return [output] if fmt == "jsonl" else [output, str(ids_path(Path(output)))]

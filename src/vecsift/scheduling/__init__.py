@@ -1,5 +1,7 @@
-"""Scheduling: spreading batches over backends and worker threads."""
+"""Scheduling: spreading batches over backends and worker threads, in batch or streaming form."""
 
 from vecsift.scheduling.distributed import default_workers, embed_distributed
+from vecsift.scheduling.stream import EmbeddingStream, embed_stream
+from vecsift.scheduling.workers import GPU_CLAIM_UNITS, RING_SIZE
 
-__all__ = ["default_workers", "embed_distributed"]
+__all__ = ["GPU_CLAIM_UNITS", "RING_SIZE", "EmbeddingStream", "default_workers", "embed_distributed", "embed_stream"]

@@ -1,30 +1,32 @@
-"""`embed_distributed`: the seed's CPU scheduling rule.
+"""`embed_distributed`: a known list of encodings over one or several backends.
 
-CPU backends are cloned once per worker thread, each clone with its own driver
-scratch and BLAS limited to one thread (two single-threaded GEMMs on two cores
-beat one two-threaded GEMM plus Python overhead in between). Workers claim
-length-sorted batches from one cursor and write rows back by input index. The
-first failure stops every worker after its current batch and is re-raised,
-with the original as its cause.
+The seed's rules: CPU backends are cloned once per worker thread (BLAS at one
+thread each, so the workers use the cores and every vector is bit-identical
+whatever the worker count); GPU backends are fed through a ring of
+``RING_SIZE`` prepared batches. All workers claim length-sorted units from one
+queue and write rows back by input index. The first failure stops every worker
+after its current batch and is re-raised once, with the original as its cause.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 
 import numpy as np
 from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
 
 from vecsift.backend.contract import EmbedBackend
 from vecsift.encoding import Encoding
-from vecsift.errors import BackendError, UsageError, VecsiftError
-from vecsift.scheduling.work_queue import SharedCursor, length_sorted_batches
+from vecsift.errors import BackendError, UsageError
+from vecsift.scheduling.progress import Progress, ProgressCallback
+from vecsift.scheduling.run_state import RunState
+from vecsift.scheduling.work_queue import WorkQueue, length_sorted_units
+from vecsift.scheduling.workers import make_workers
 
-ProgressCallback = Callable[[int], None]
+_JOIN_GRACE = 1.0  # seconds given to threads to finish after a stop
 
 
 def default_workers() -> int:
@@ -35,63 +37,58 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-class _Run:
-    """State shared by the workers of one call: cursor, output, first error, progress."""
+def check_arguments(backends: Sequence[EmbedBackend] | EmbedBackend, batch_size: int,
+                    workers: int | None) -> tuple[list[EmbedBackend], int]:
+    """Validated (backends, workers per CPU backend); :class:`UsageError` names what is wrong."""
+    if isinstance(backends, EmbedBackend):
+        backends = [backends]
+    backends = list(backends)
+    if not backends or not all(isinstance(b, EmbedBackend) for b in backends):
+        raise UsageError("backends must be a non-empty list of EmbedBackend")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}")
+    workers = default_workers() if workers is None else workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise UsageError(f"workers must be a positive integer, got {workers!r}")
+    return backends, workers
 
-    def __init__(self, encodings: Sequence[Encoding], batches: list[np.ndarray], progress: ProgressCallback | None):
-        self.encodings = encodings
-        self.cursor = SharedCursor(batches)
+
+def blas_limit(backends: Sequence[EmbedBackend]):
+    """One BLAS thread per CPU worker while they run (a no-op for GPU-only runs)."""
+    if any(not b.is_gpu() for b in backends):
+        return threadpool_limits(limits=1, user_api="blas")
+    return nullcontext()
+
+
+def join_all(threads: Sequence[threading.Thread], state: RunState) -> None:
+    """Wait for ``threads``; Ctrl-C stops the run and waits at most a second more."""
+    try:
+        for thread in threads:
+            while thread.is_alive():  # short joins keep Ctrl-C responsive
+                thread.join(timeout=0.1)
+    except KeyboardInterrupt as interrupt:
+        state.fail("interrupted", interrupt)
+        for thread in threads:
+            thread.join(timeout=_JOIN_GRACE / max(1, len(threads)))
+
+
+class RowSink:
+    """Writes each batch's rows into one output array by input index."""
+
+    def __init__(self, size: int, progress: Progress) -> None:
         self.out: np.ndarray | None = None
-        self.error: BaseException | None = None
-        self.failed_in: str = ""
-        self._lock = threading.Lock()
+        self._size = size
         self._progress = progress
+        self._lock = threading.Lock()
 
-    def work(self, backend: EmbedBackend, label: str) -> None:
-        try:
-            while (rows := self.cursor.claim()) is not None:
-                vectors = backend.embed_batch([self.encodings[i] for i in rows])
-                if vectors.shape[0] != len(rows):
-                    raise BackendError(f"{backend.name()} returned {vectors.shape[0]} vectors for {len(rows)} inputs")
-                with self._lock:
-                    if self.out is None:
-                        self.out = np.empty((len(self.encodings), vectors.shape[1]), dtype=np.float32)
-                    self.out[rows] = vectors
-                if self._progress is not None:
-                    self._progress(len(rows))
-        except BaseException as err:  # KeyboardInterrupt too: every failure stops the run
-            with self._lock:
-                if self.error is None:
-                    self.error, self.failed_in = err, label
-            self.cursor.stop()
-
-    def raise_error(self) -> None:
-        err = self.error
-        if err is None:
-            return
-        if isinstance(err, KeyboardInterrupt):
-            raise err
-        message = f"{self.failed_in} failed: {err}"
-        if isinstance(err, VecsiftError):
-            try:
-                raise type(err)(message) from err
-            except TypeError:  # an error class with another constructor: keep the original
-                raise err from None
-        raise BackendError(message) from err
-
-
-def _worker_backends(backends: Sequence[EmbedBackend], workers: int) -> tuple[list[EmbedBackend], list[EmbedBackend]]:
-    """(backends for threads, backends for the calling thread): CPU ones cloned ``workers`` times."""
-    threaded: list[EmbedBackend] = []
-    inline: list[EmbedBackend] = []
-    for backend in backends:
-        if backend.supports_clone() and not backend.is_gpu():
-            threaded.extend([backend] + [backend.clone_backend() for _ in range(workers - 1)])
-        else:
-            inline.append(backend)
-    if not inline:  # the calling thread works too rather than only waiting
-        inline.append(threaded.pop())
-    return threaded, inline
+    def __call__(self, indices: np.ndarray, vectors: np.ndarray, tokens: int) -> None:
+        with self._lock:
+            if self.out is None:
+                self.out = np.empty((self._size, vectors.shape[1]), dtype=np.float32)
+            elif vectors.shape[1] != self.out.shape[1]:
+                raise BackendError(f"backends disagree on the dimension: {vectors.shape[1]} vs {self.out.shape[1]}")
+            self.out[indices] = vectors
+        self._progress.update(len(indices), tokens)
 
 
 def embed_distributed(
@@ -105,52 +102,32 @@ def embed_distributed(
 
     ``workers``: threads per cloneable (CPU) backend, default the usable cores.
     ``progress``: True for a tqdm bar on stderr, or a callable given each batch's size.
+    The calling thread drives the first GPU backend (else a CPU worker).
     """
-    if isinstance(backends, EmbedBackend):
-        backends = [backends]
-    backends = list(backends)
-    if not backends or not all(isinstance(b, EmbedBackend) for b in backends):
-        raise UsageError("backends must be a non-empty list of EmbedBackend")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}")
-    workers = default_workers() if workers is None else workers
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise UsageError(f"workers must be a positive integer, got {workers!r}")
+    backends, workers = check_arguments(backends, batch_size, workers)
     encodings = list(encodings)
     if not all(isinstance(e, Encoding) for e in encodings):
         backends[0].embed_batch(encodings)  # raises the precise EncodingError
     if not encodings:
         return backends[0].embed_batch([])
 
-    bar = tqdm(total=len(encodings), unit="text", disable=None) if progress is True else None
-    callback = bar.update if bar is not None else (progress or None)
-    run = _Run(encodings, length_sorted_batches(encodings, batch_size), callback)
-    threaded, inline = _worker_backends(backends, workers)
-    # One BLAS thread per CPU worker: the cores are used by the workers, and the arithmetic
-    # (so every vector, bit for bit) is the same whatever the number of workers.
-    cpu_workers = any(not b.is_gpu() for b in threaded + inline)
-    limits = threadpool_limits(limits=1, user_api="blas") if cpu_workers else nullcontext()
+    state = RunState()
+    work = WorkQueue(length_sorted_units(encodings, batch_size), closed=True)
+    meter = Progress(progress, len(encodings))
+    sink = RowSink(len(encodings), meter)
+    drivers = make_workers(backends, workers, work, state, sink)
+    threads = [threading.Thread(target=w.run, name=w.label, daemon=True) for w in drivers[1:]]
     try:
-        with limits:
-            threads = [
-                threading.Thread(target=run.work, args=(b, f"worker {i} ({b.name()})"), daemon=True)
-                for i, b in enumerate(threaded)
-            ]
+        with blas_limit(backends):
             for thread in threads:
                 thread.start()
             try:
-                for i, backend in enumerate(inline):
-                    run.work(backend, f"worker {len(threads) + i} ({backend.name()})")
+                drivers[0].run()
             finally:
-                for thread in threads:
-                    while thread.is_alive():  # short joins keep Ctrl-C responsive
-                        thread.join(timeout=0.1)
-    except KeyboardInterrupt:
-        run.cursor.stop()
-        raise
+                join_all(threads, state)
     finally:
-        if bar is not None:
-            bar.close()
-    run.raise_error()
-    assert run.out is not None
-    return run.out
+        meter.close()
+    state.raise_error()
+    if sink.out is None:
+        raise BackendError("no batch was embedded")  # unreachable unless a worker vanished
+    return sink.out

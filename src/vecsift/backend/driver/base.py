@@ -40,6 +40,14 @@ class Driver(ABC, Generic[Tensor]):
     def weight(self, array: np.ndarray) -> Tensor:
         """A model weight as a driver tensor, without copying where the device allows."""
 
+    def upload(self, batch: TokenBatch) -> TokenBatch:
+        """Move a packed batch's index arrays to the device ahead of its forward pass.
+
+        Called on the ring pipeline's producer thread, so a GPU driver can copy
+        from pinned host memory while the previous batch computes. CPU: as is.
+        """
+        return batch
+
     @abstractmethod
     def to_numpy(self, x: Tensor) -> np.ndarray:
         """A float32 host copy (or view) of ``x``."""
