@@ -35,3 +35,15 @@ def describe_machine() -> str:
         f"{cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"NumPy {np.__version__} ({blas}), torch {torch_version}"
     )
+
+
+def write_section(path: Path, heading: str, command: str, body: str) -> None:
+    """Replace (or add) one ``## heading`` section of a results file, keeping the others."""
+    import re
+    import time
+
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    section = f"{heading}\n\nWritten by `{command}` on {time.strftime('%Y-%m-%d')}.\n\n{body}\n"
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else f"{text.rstrip()}\n\n{section}"
+    path.write_text(text.rstrip() + "\n")

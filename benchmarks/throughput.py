@@ -15,6 +15,7 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,17 +23,21 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).parent))
 from corpus import stdlib_chunks
-from machine import describe_machine
+from machine import describe_machine, write_section
 from vecsift import Embedder, embed_distributed, load_backend
 from vecsift.scheduling import default_workers
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
-def gemm_peak_gflops(workers: int) -> float:
-    """fp32 GEMM throughput with one single-threaded GEMM per core (the shape of MiniLM's FFN)."""
+def gemm_peak_gflops(workers: int) -> dict[str, float]:
+    """GEMM throughput per precision on MiniLM's FFN shape: NumPy fp32 with one single-threaded GEMM per
+    core; torch bf16 and int8 (``torch._int_mm``) with torch's own threads."""
+    import torch
+
     x = np.random.default_rng(0).standard_normal((1024, 384), dtype=np.float32)
     w = np.random.default_rng(1).standard_normal((1536, 384), dtype=np.float32)
+    flops = 2 * 1024 * 384 * 1536
     reps = 60
 
     def work() -> None:
@@ -47,8 +52,17 @@ def gemm_peak_gflops(workers: int) -> float:
             t.start()
         for t in threads:
             t.join()
-        elapsed = time.perf_counter() - start
-    return 2 * 1024 * 384 * 1536 * reps * workers / elapsed / 1e9
+        peaks = {"fp32": flops * reps * workers / (time.perf_counter() - start) / 1e9}
+    xt, wt = torch.from_numpy(x), torch.from_numpy(w).T.contiguous()
+    operands = {"bf16": (torch.matmul, xt.bfloat16(), wt.bfloat16()),
+                "int8": (torch._int_mm, xt.to(torch.int8), wt.to(torch.int8))}
+    for name, (mm, a, b) in operands.items():
+        mm(a, b)
+        start = time.perf_counter()
+        for _ in range(reps):
+            mm(a, b)
+        peaks[name] = flops * reps / (time.perf_counter() - start) / 1e9
+    return peaks
 
 
 def flops_per_token(hidden: int, intermediate: int, layers: int, mean_length: float) -> float:
@@ -62,6 +76,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--engines", default="", help="comma-separated parts of engine names to run (default: all)")
     parser.add_argument("--write", action="store_true", help=f"write {RESULTS.name}")
     args = parser.parse_args()
 
@@ -72,47 +87,59 @@ def main() -> None:
     embedder = Embedder(max_tokens=args.max_tokens, batch_size=args.batch_size)
     lengths = [e.num_tokens for e in embedder.tokenizer.encode(texts, max_tokens=args.max_tokens)]
     tokens = sum(lengths)
-    anchor = SentenceTransformer(str(embedder.backends[0].arch.files.directory), device="cpu")
-    anchor.max_seq_length = args.max_tokens
+    model_dir = str(embedder.backends[0].arch.files.directory)
+    anchors = {"fp32": SentenceTransformer(model_dir, device="cpu"),
+               "bf16": SentenceTransformer(model_dir, device="cpu", model_kwargs={"dtype": torch.bfloat16})}
+    for anchor in anchors.values():
+        anchor.max_seq_length = args.max_tokens
 
-    def run_anchor(batch: list[str]) -> np.ndarray:
-        return anchor.encode(batch, batch_size=args.batch_size, normalize_embeddings=True)
+    def sentence_transformers(precision: str) -> Callable[[list[str]], np.ndarray]:
+        return lambda batch: anchors[precision].encode(batch, batch_size=args.batch_size, normalize_embeddings=True)
 
-    def run_vecsift(batch: list[str]) -> np.ndarray:
-        return embedder.embed(batch)
+    def vecsift(driver: str, precision: str = "fp32") -> Callable[[list[str]], np.ndarray]:
+        e = Embedder(driver=driver, precision=precision, max_tokens=args.max_tokens, batch_size=args.batch_size)
+        return e.embed
 
     def run_stream(batch: list[str]) -> np.ndarray:
         return np.stack(list(embedder.embed_stream(iter(batch))))
+
+    two_backends = [load_backend("cpu", driver="numpy"), load_backend("cpu", driver="numpy")]
 
     def run_two_backends(batch: list[str]) -> np.ndarray:
         # Simulates a hybrid machine: two backends (one worker each) sharing one queue.
         encodings = embedder.tokenizer.encode(batch, max_tokens=args.max_tokens)
         return embed_distributed(encodings, two_backends, batch_size=args.batch_size, workers=1)
 
-    two_backends = [load_backend("cpu"), load_backend("cpu")]
-    engines = {
-        "sentence-transformers fp32": run_anchor,
-        "vecsift numpy fp32": run_vecsift,
-        "vecsift numpy fp32, streaming": run_stream,
-        "vecsift 2 CPU backends × 1 worker": run_two_backends,
+    engines: dict[str, tuple[str, Callable[[list[str]], np.ndarray]]] = {
+        "sentence-transformers fp32": ("fp32", sentence_transformers("fp32")),
+        "sentence-transformers bf16": ("bf16", sentence_transformers("bf16")),
+        "vecsift numpy fp32": ("fp32", vecsift("numpy")),
+        "vecsift numpy fp32, streaming": ("fp32", run_stream),
+        "vecsift numpy fp32, 2 backends × 1 worker": ("fp32", run_two_backends),
+        "vecsift torch fp32": ("fp32", vecsift("torch")),
+        "vecsift torch bf16": ("bf16", vecsift("torch", "bf16")),
+        "vecsift torch int8": ("int8", vecsift("torch", "int8")),
     }
+    if args.engines:
+        wanted = [w.strip() for w in args.engines.split(",")]
+        engines = {n: e for n, e in engines.items() if n == "sentence-transformers fp32" or any(w in n for w in wanted)}
     runs: dict[str, list[float]] = {name: [] for name in engines}
-    for fn in engines.values():
-        fn(texts[:128])  # warm-up: page in weights, start threads
+    reference = engines["sentence-transformers fp32"][1](texts[:200])
+    agreement = {}
+    for name, (_, fn) in engines.items():
+        agreement[name] = float((fn(texts[:200]) * reference).sum(axis=1).min())  # also the warm-up
     for _ in range(args.repeats):
-        for name, fn in engines.items():
+        for name, (_, fn) in engines.items():
             start = time.perf_counter()
             fn(texts)
             runs[name].append(time.perf_counter() - start)
 
-    peak = gemm_peak_gflops(default_workers())
+    peaks = gemm_peak_gflops(default_workers())
     arch = embedder.backends[0].arch
     per_token = flops_per_token(arch.dim, arch.layers[0].ffn_in_w.shape[0], arch.num_layers,
                                 float(np.mean(lengths)))
-    roofline = peak * 1e9 / per_token
+    roofline = {precision: peak * 1e9 / per_token for precision, peak in peaks.items()}
     anchor_median = statistics.median(runs["sentence-transformers fp32"])
-    vectors, reference = run_vecsift(texts[:200]), run_anchor(texts[:200])
-    min_cos = float((vectors * reference).sum(axis=1).min())
 
     lines = [
         f"Machine: {describe_machine()}; torch threads {torch.get_num_threads()}, "
@@ -120,28 +147,29 @@ def main() -> None:
         f"Corpus: {len(texts)} chunks of stdlib source (40 lines each), {tokens} tokens after truncation at "
         f"{args.max_tokens} (mean {np.mean(lengths):.0f}); batch {args.batch_size}; {args.repeats} timed runs each, "
         "alternating, after one warm-up.",
-        f"fp32 GEMM peak measured in this run: {peak:.0f} GFLOP/s → roofline {roofline:.0f} tokens/s "
-        f"({per_token / 1e6:.1f} MFLOP/token). Min cosine vecsift vs anchor on 200 chunks: {min_cos:.7f}.",
+        "GEMM peaks measured in this run (GFLOP/s or GOP/s): "
+        + ", ".join(f"{p} {v:.0f} → roofline {roofline[p]:.0f} tokens/s" for p, v in peaks.items())
+        + f" ({per_token / 1e6:.1f} MFLOP/token).",
         "",
-        "| engine | median s | chunks/s | tokens/s | × anchor | of roofline |",
-        "|---|---|---|---|---|---|",
+        "| engine | median s | chunks/s | tokens/s | × ST fp32 | of its roofline | min cos vs ST fp32 (200) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, times in runs.items():
         median = statistics.median(times)
+        precision = engines[name][0]
         lines.append(
             f"| {name} | {median:.2f} | {len(texts) / median:.1f} | {tokens / median:.0f} | "
-            f"{anchor_median / median:.2f} | {tokens / median / roofline:.0%} |"
+            f"{anchor_median / median:.2f} | {tokens / median / roofline[precision]:.0%} | {agreement[name]:.5f} |"
         )
-    stream_cost = statistics.median(runs["vecsift numpy fp32, streaming"]) / statistics.median(
-        runs["vecsift numpy fp32"]) - 1
-    lines += ["", f"Streaming costs {stream_cost:+.1%} against the batch path on the same texts."]
+    if "vecsift numpy fp32, streaming" in runs and "vecsift numpy fp32" in runs:
+        stream_cost = statistics.median(runs["vecsift numpy fp32, streaming"]) / statistics.median(
+            runs["vecsift numpy fp32"]) - 1
+        lines += ["", f"Streaming costs {stream_cost:+.1%} against the batch path on the same texts."]
     report = "\n".join(lines)
     print(report)
     if args.write:
-        RESULTS.write_text(
-            "# Benchmark results\n\nWritten by `python benchmarks/throughput.py --write` "
-            f"on {time.strftime('%Y-%m-%d')}.\n\n## Throughput, all-MiniLM-L6-v2, CPU\n\n{report}\n"
-        )
+        write_section(RESULTS, "## Throughput, all-MiniLM-L6-v2, CPU", "python benchmarks/throughput.py --write",
+                      report)
 
 
 if __name__ == "__main__":

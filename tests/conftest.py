@@ -108,3 +108,52 @@ def reference_bert_vectors(directory: Path, encodings, pooling: str) -> np.ndarr
         counts = m.sum(1)
         pooled = summed / (counts if pooling == "mean" else counts.sqrt())
     return torch.nn.functional.normalize(pooled, dim=-1).numpy()
+
+
+@pytest.fixture(scope="session")
+def make_modernbert(tmp_path_factory, bundled_dir):
+    """Factory: a random-weight ModernBERT saved in Hugging Face layout (transformers ≥ 5 config format)."""
+    import torch
+    from transformers import ModernBertConfig, ModernBertForMaskedLM, ModernBertModel
+
+    made: dict[tuple, Path] = {}
+
+    def make(hidden=64, heads=4, layers=3, intermediate=96, window=16, every=2, bias=False, pooling="mean",
+             max_positions=1024, masked_lm=False, seed=0) -> Path:
+        key = (hidden, heads, layers, intermediate, window, every, bias, pooling, max_positions, masked_lm, seed)
+        if key in made:
+            return made[key]
+        torch.manual_seed(seed)
+        config = ModernBertConfig(
+            vocab_size=30522, hidden_size=hidden, num_attention_heads=heads, num_hidden_layers=layers,
+            intermediate_size=intermediate, local_attention=window, global_attn_every_n_layers=every,
+            global_rope_theta=160000.0, local_rope_theta=10000.0, max_position_embeddings=max_positions,
+            norm_bias=bias, attention_bias=bias, mlp_bias=bias, pad_token_id=0, bos_token_id=101,
+            eos_token_id=102, cls_token_id=101, sep_token_id=102,
+        )
+        model = (ModernBertForMaskedLM if masked_lm else ModernBertModel)(config).eval()
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.normal_(1.0 if "norm" in name and name.endswith("weight") else 0.0, 0.1)
+        directory = tmp_path_factory.mktemp("modernbert")
+        model.save_pretrained(directory, safe_serialization=True)
+        shutil.copy(bundled_dir / "tokenizer.json", directory / "tokenizer.json")
+        write_pooling(directory, pooling)
+        made[key] = directory
+        return directory
+
+    return make
+
+
+def reference_modernbert_hidden(directory: Path, encodings) -> tuple[np.ndarray, np.ndarray]:
+    """transformers' ModernBertModel (eager attention, fp32): (last hidden state padded, mask)."""
+    import torch
+    from transformers import ModernBertModel
+
+    model = ModernBertModel.from_pretrained(directory, attn_implementation="eager", dtype=torch.float32).eval()
+    width = max(len(e) for e in encodings)
+    ids = torch.from_numpy(np.stack([np.pad(e.input_ids, (0, width - len(e))) for e in encodings]))
+    mask = torch.from_numpy(np.stack([np.pad(e.attention_mask, (0, width - len(e))) for e in encodings]))
+    with torch.no_grad():
+        hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    return hidden.numpy(), mask.numpy()

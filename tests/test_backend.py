@@ -133,10 +133,10 @@ def test_zero_vector_cannot_be_normalized():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"kind": "cuda"}, "needs a GPU driver"),
+        ({"kind": "cuda"}, "no CUDA device"),
         ({"kind": "tpu"}, "unknown backend kind 'tpu'"),
-        ({"driver": "onnx"}, "unknown driver 'onnx'"),
-        ({"precision": "bf16"}, r"precision 'bf16' is not supported .* cpu/numpy: \['fp32'\]"),
+        ({"driver": "onnx"}, "no driver 'onnx' for kind 'cpu'"),
+        ({"precision": "int4"}, r"precision 'int4' is not supported .* cpu/numpy: \['fp32'\]"),
         ({"device": "cuda:0"}, "device 'cuda:0' is not available"),
     ],
 )

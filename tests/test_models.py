@@ -107,7 +107,7 @@ def test_missing_or_broken_config(model_copy):
 
 def test_unsupported_model_type(model_copy):
     edit_config(model_copy, model_type="gpt2")
-    with pytest.raises(ModelLoadError, match=r"model_type 'gpt2' .* supported: \['bert'\]"):
+    with pytest.raises(ModelLoadError, match=r"model_type 'gpt2' .* supported: \['bert', 'modernbert'\]"):
         load_backend("cpu", str(model_copy))
 
 

@@ -95,9 +95,10 @@ class GenericBackend(EmbedBackend):
         return self._max_tokens
 
     def name(self) -> str:
-        device = super().name()
-        return f"{device} ({self.driver.label})" if self.driver.precision() == "fp32" else \
-            f"{device} ({self.driver.label}, {self.driver.precision()})"
+        device = self.driver.device_label if self.driver.is_gpu else super().name()
+        details = self.driver.label if self.driver.precision() == "fp32" else \
+            f"{self.driver.label}, {self.driver.precision()}"
+        return f"{device} ({details})"
 
     def describe(self) -> dict[str, Any]:
         """Facts for ``vecsift info``: model, architecture, driver."""

@@ -15,28 +15,65 @@ from vecsift.models.config import load_model_files
 from vecsift.models.resolve import DEFAULT_MODEL
 from vecsift.models.weights import SafetensorsWeights
 
-#: (kind, driver) → precisions that combination supports
-SUPPORTED = {("cpu", "numpy"): ("fp32",)}
 KINDS = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
-def _pick_driver(kind: str, driver: str | None, precision: str) -> Driver:
+def torch_installed() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+def supported() -> dict[tuple[str, str], tuple[str, ...]]:
+    """(kind, driver) → precisions, for the drivers importable here."""
+    table: dict[tuple[str, str], tuple[str, ...]] = {("cpu", "numpy"): ("fp32",)}
+    if torch_installed():
+        from vecsift.backend.driver.torch_driver import PRECISIONS as TORCH
+
+        table.update({("cpu", "torch"): TORCH["cpu"], ("cuda", "torch"): TORCH["cuda"]})
+    return table
+
+
+def default_driver(kind: str, precision: str) -> str:
+    """The rule for ``driver=None``: the fastest driver here for that kind and precision.
+
+    CUDA and every reduced precision: torch (the only driver that has them).
+    CPU fp32: NumPy (no heavy dependency; see benchmarks/RESULTS.md for both drivers).
+    """
+    return "torch" if kind == "cuda" or precision != "fp32" else "numpy"
+
+
+def _pick_driver(kind: str, driver: str | None, precision: str, device: str) -> Driver:
     if kind not in KINDS:
         raise BackendError(f"unknown backend kind {kind!r}; choose one of {list(KINDS)}")
-    if kind == "cuda":
-        raise BackendError(
-            "kind='cuda' needs a GPU driver (torch), which this version of vecsift does not provide yet; "
-            f"supported (kind, driver): {sorted(SUPPORTED)}"
-        )
-    name = driver or "numpy"  # the only CPU driver so far, so also the fastest available
-    if ("cpu", name) not in SUPPORTED:
-        raise BackendError(
-            f"unknown driver {driver!r} for kind {kind!r}; supported (kind, driver): {sorted(SUPPORTED)}"
-        )
-    if precision not in SUPPORTED[("cpu", name)]:
-        combos = ", ".join(f"{k}/{d}: {list(p)}" for (k, d), p in SUPPORTED.items())
-        raise BackendError(f"precision {precision!r} is not supported by the {name} driver; supported: {combos}")
-    return NumpyDriver()
+    kind = "cpu" if kind == "auto" else kind
+    name = driver or default_driver(kind, precision)
+    table = supported()
+    combos = ", ".join(f"{k}/{d}: {list(p)}" for (k, d), p in table.items())
+    if (kind, name) not in table:
+        hint = " (install the torch extra: pip install 'vecsift[torch]')" if name == "torch" or kind == "cuda" else ""
+        raise BackendError(f"no driver {name!r} for kind {kind!r}{hint}; supported: {combos}")
+    if precision not in table[(kind, name)]:
+        raise BackendError(f"precision {precision!r} is not supported by the {name} driver on {kind}; "
+                           f"supported: {combos}")
+    if name == "numpy":
+        if device not in ("auto", "cpu"):
+            raise BackendError(f"device {device!r} is not available for kind {kind!r}; use 'auto' or 'cpu'")
+        return NumpyDriver()
+    from vecsift.backend.driver.torch_driver import TorchDriver
+
+    target = device if device != "auto" else kind
+    if torch_device_type(target) != kind:
+        raise BackendError(f"device {device!r} does not match kind {kind!r}")
+    return TorchDriver(target, precision)
+
+
+def torch_device_type(device: str) -> str:
+    import torch
+
+    try:
+        return torch.device(device).type
+    except RuntimeError as err:
+        raise BackendError(f"device {device!r} is not a valid torch device: {err}") from err
 
 
 def load_backend(
@@ -51,9 +88,7 @@ def load_backend(
     ``model`` is a local directory, the bundled ``all-MiniLM-L6-v2`` or a hub id
     from the local cache. The architecture comes from config.json's ``model_type``.
     """
-    if device not in ("auto", "cpu"):
-        raise BackendError(f"device {device!r} is not available for kind {kind!r}; use 'auto' or 'cpu'")
-    chosen = _pick_driver(kind, driver, precision)
+    chosen = _pick_driver(kind, driver, precision, device)
     files = load_model_files(model)
     arch_class = ARCHITECTURES.get(files.model_type)
     if arch_class is None:
@@ -68,7 +103,7 @@ def load_backend(
 
 def cuda_available() -> bool:
     """Whether torch is installed and sees a CUDA device (torch is imported only if installed)."""
-    if importlib.util.find_spec("torch") is None:
+    if not torch_installed():
         return False
     import torch
 

@@ -11,9 +11,10 @@ after its current batch and is re-raised once, with the original as its cause.
 from __future__ import annotations
 
 import os
+import sys
 import threading
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -53,11 +54,23 @@ def check_arguments(backends: Sequence[EmbedBackend] | EmbedBackend, batch_size:
     return backends, workers
 
 
-def blas_limit(backends: Sequence[EmbedBackend]):
-    """One BLAS thread per CPU worker while they run (a no-op for GPU-only runs)."""
-    if any(not b.is_gpu() for b in backends):
-        return threadpool_limits(limits=1, user_api="blas")
-    return nullcontext()
+@contextmanager
+def single_threaded_kernels(backends: Sequence[EmbedBackend]) -> Iterator[None]:
+    """One BLAS (and torch) thread per CPU worker while they run: the workers use the cores, and the
+    arithmetic (so every vector, bit for bit) is the same whatever the worker count."""
+    if all(b.is_gpu() for b in backends):
+        yield
+        return
+    torch = sys.modules.get("torch")
+    saved = torch.get_num_threads() if torch is not None else None
+    with threadpool_limits(limits=1, user_api="blas"):
+        if torch is not None:
+            torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            if torch is not None:
+                torch.set_num_threads(saved)
 
 
 def join_all(threads: Sequence[threading.Thread], state: RunState) -> None:
@@ -118,7 +131,7 @@ def embed_distributed(
     drivers = make_workers(backends, workers, work, state, sink)
     threads = [threading.Thread(target=w.run, name=w.label, daemon=True) for w in drivers[1:]]
     try:
-        with blas_limit(backends):
+        with single_threaded_kernels(backends):
             for thread in threads:
                 thread.start()
             try:

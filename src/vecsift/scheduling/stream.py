@@ -23,7 +23,7 @@ import numpy as np
 
 from vecsift.backend.contract import EmbedBackend
 from vecsift.errors import BackendError, EncodingError, UsageError
-from vecsift.scheduling.distributed import _JOIN_GRACE, blas_limit, check_arguments
+from vecsift.scheduling.distributed import _JOIN_GRACE, check_arguments, single_threaded_kernels
 from vecsift.scheduling.progress import Progress, ProgressCallback
 from vecsift.scheduling.run_state import RunState
 from vecsift.scheduling.work_queue import WorkQueue, length_sorted_units
@@ -132,7 +132,8 @@ class EmbeddingStream(Iterator[np.ndarray]):
             thread.start()
 
     def _collect(self) -> Iterator[np.ndarray]:
-        limits = blas_limit(self._backends).__enter__()
+        limits = single_threaded_kernels(self._backends)
+        limits.__enter__()
         self._start()
         ready: dict[int, np.ndarray] = {}
         try:
@@ -160,8 +161,7 @@ class EmbeddingStream(Iterator[np.ndarray]):
             for thread in self._threads:
                 thread.join(timeout=_JOIN_GRACE / len(self._threads))
             self._meter.close() if self._meter else None
-            if hasattr(limits, "restore_original_limits"):
-                limits.restore_original_limits()
+            limits.__exit__(None, None, None)
 
 
 def embed_stream(

@@ -2,8 +2,9 @@
 
 from vecsift.backend.arch.base import ModelArch
 from vecsift.backend.arch.classic_bert import ClassicBert
+from vecsift.backend.arch.modern_bert import ModernBert
 
 #: config.json ``model_type`` → architecture
-ARCHITECTURES: dict[str, type[ModelArch]] = {"bert": ClassicBert}
+ARCHITECTURES: dict[str, type[ModelArch]] = {"bert": ClassicBert, "modernbert": ModernBert}
 
-__all__ = ["ARCHITECTURES", "ClassicBert", "ModelArch"]
+__all__ = ["ARCHITECTURES", "ClassicBert", "ModelArch", "ModernBert"]

@@ -23,28 +23,24 @@ class ModelArch(ABC):
     #: family label shown by ``vecsift info``
     family: str = "arch"
 
-    def __init__(self, files: ModelFiles, pooling: str) -> None:
+    def __init__(self, files: ModelFiles, *, dim: int, vocab_size: int, max_positions: int) -> None:
         self.files = files
-        self.pooling = pooling
-
-    @property
-    @abstractmethod
-    def dim(self) -> int:
-        """Width of the output vectors."""
-
-    @property
-    @abstractmethod
-    def vocab_size(self) -> int:
-        """Token ids must be below this."""
-
-    @property
-    @abstractmethod
-    def max_positions(self) -> int:
-        """Longest input the model accepts (its position limit)."""
+        self.pooling = files.pooling
+        #: width of the output vectors
+        self.dim = dim
+        #: token ids must be below this
+        self.vocab_size = vocab_size
+        #: longest input the model accepts (its position limit)
+        self.max_positions = max_positions
 
     @abstractmethod
+    def hidden_states(self, driver: Driver[Any], batch: TokenBatch) -> Any:
+        """The last hidden state of every real token, ``(total_tokens, hidden)``, as a driver tensor."""
+
     def forward(self, driver: Driver[Any], batch: TokenBatch) -> np.ndarray:
         """Pooled, L2-normalized float32 vectors, one row per input of ``batch``."""
+        d = driver
+        return d.to_numpy(d.l2_normalize(d.pool(self.hidden_states(driver, batch), batch, self.pooling)))
 
     def describe(self) -> dict[str, Any]:
         return {"architecture": self.family, "dim": self.dim, "pooling": self.pooling}
@@ -74,6 +70,13 @@ class TensorLoader:
         return self.prefix + name in self.weights
 
     def get(self, name: str, shape: tuple[int, ...]) -> Any:
+        return self.driver.weight(self._float32(name, shape))
+
+    def linear(self, name: str, shape: tuple[int, ...]) -> Any:
+        """A linear layer's weight: the driver may keep it quantized."""
+        return self.driver.linear_weight(self._float32(name, shape))
+
+    def _float32(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         full = self.prefix + name
         if full not in self.weights:
             raise ModelLoadError(f"{self.weights.path} is missing the tensor {full!r} (expected shape {list(shape)})")
@@ -83,4 +86,4 @@ class TensorLoader:
                 f"tensor {full!r} in {self.weights.path} has shape {list(found)}, "
                 f"the config implies {list(shape)}"
             )
-        return self.driver.weight(self.weights.float32(full))
+        return self.weights.float32(full)

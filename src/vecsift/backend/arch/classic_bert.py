@@ -8,8 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from vecsift.backend.arch.base import ModelArch, TensorLoader
 from vecsift.backend.driver.base import Driver
 from vecsift.backend.token_batch import TokenBatch
@@ -45,16 +43,14 @@ class ClassicBert(ModelArch):
     family = "ClassicBert"
 
     def __init__(self, files: ModelFiles, weights: SafetensorsWeights, driver: Driver[Any]) -> None:
-        super().__init__(files, files.pooling)
         hidden = int(files.require("hidden_size"))
+        super().__init__(files, dim=hidden, vocab_size=int(files.require("vocab_size")),
+                         max_positions=int(files.config.get("max_position_embeddings", 512)))
         self.num_heads = int(files.require("num_attention_heads"))
         self.num_layers = int(files.require("num_hidden_layers"))
         intermediate = int(files.require("intermediate_size"))
-        self._vocab_size = int(files.require("vocab_size"))
-        self._max_positions = int(files.config.get("max_position_embeddings", 512))
         self.type_vocab_size = int(files.config.get("type_vocab_size", 2))
         self.eps = float(files.config.get("layer_norm_eps", 1e-12))
-        self._hidden = hidden
         activation = files.config.get("hidden_act", "gelu")
         if activation not in _EXACT_GELU:
             raise ModelLoadError(f"ClassicBert supports hidden_act {sorted(_EXACT_GELU)}, config has {activation!r}")
@@ -68,8 +64,8 @@ class ClassicBert(ModelArch):
 
         load = TensorLoader(weights, driver, "embeddings.word_embeddings.weight", ("bert.", "model."))
         h, i = hidden, intermediate
-        self.word_embeddings = load.get("embeddings.word_embeddings.weight", (self._vocab_size, h))
-        self.position_embeddings = load.get("embeddings.position_embeddings.weight", (self._max_positions, h))
+        self.word_embeddings = load.get("embeddings.word_embeddings.weight", (self.vocab_size, h))
+        self.position_embeddings = load.get("embeddings.position_embeddings.weight", (self.max_positions, h))
         self.token_type_embeddings = load.get("embeddings.token_type_embeddings.weight", (self.type_vocab_size, h))
         self.embed_norm_w = load.get("embeddings.LayerNorm.weight", (h,))
         self.embed_norm_b = load.get("embeddings.LayerNorm.bias", (h,))
@@ -78,38 +74,26 @@ class ClassicBert(ModelArch):
             p = f"encoder.layer.{n}."
             self.layers.append(
                 _Layer(
-                    query_w=load.get(p + "attention.self.query.weight", (h, h)),
+                    query_w=load.linear(p + "attention.self.query.weight", (h, h)),
                     query_b=load.get(p + "attention.self.query.bias", (h,)),
-                    key_w=load.get(p + "attention.self.key.weight", (h, h)),
+                    key_w=load.linear(p + "attention.self.key.weight", (h, h)),
                     key_b=load.get(p + "attention.self.key.bias", (h,)),
-                    value_w=load.get(p + "attention.self.value.weight", (h, h)),
+                    value_w=load.linear(p + "attention.self.value.weight", (h, h)),
                     value_b=load.get(p + "attention.self.value.bias", (h,)),
-                    attn_out_w=load.get(p + "attention.output.dense.weight", (h, h)),
+                    attn_out_w=load.linear(p + "attention.output.dense.weight", (h, h)),
                     attn_out_b=load.get(p + "attention.output.dense.bias", (h,)),
                     attn_norm_w=load.get(p + "attention.output.LayerNorm.weight", (h,)),
                     attn_norm_b=load.get(p + "attention.output.LayerNorm.bias", (h,)),
-                    ffn_in_w=load.get(p + "intermediate.dense.weight", (i, h)),
+                    ffn_in_w=load.linear(p + "intermediate.dense.weight", (i, h)),
                     ffn_in_b=load.get(p + "intermediate.dense.bias", (i,)),
-                    ffn_out_w=load.get(p + "output.dense.weight", (h, i)),
+                    ffn_out_w=load.linear(p + "output.dense.weight", (h, i)),
                     ffn_out_b=load.get(p + "output.dense.bias", (h,)),
                     ffn_norm_w=load.get(p + "output.LayerNorm.weight", (h,)),
                     ffn_norm_b=load.get(p + "output.LayerNorm.bias", (h,)),
                 )
             )
 
-    @property
-    def dim(self) -> int:
-        return self._hidden
-
-    @property
-    def vocab_size(self) -> int:
-        return self._vocab_size
-
-    @property
-    def max_positions(self) -> int:
-        return self._max_positions
-
-    def forward(self, driver: Driver[Any], batch: TokenBatch) -> np.ndarray:
+    def hidden_states(self, driver: Driver[Any], batch: TokenBatch) -> Any:
         if batch.token_type_ids.max() >= self.type_vocab_size:
             raise EncodingError(
                 f"token type id {int(batch.token_type_ids.max())} is out of range: "
@@ -130,7 +114,7 @@ class ClassicBert(ModelArch):
             inner = d.gelu_(d.linear(x, layer.ffn_in_w, layer.ffn_in_b))
             x = d.layer_norm_(d.linear(inner, layer.ffn_out_w, layer.ffn_out_b, residual=x),
                               layer.ffn_norm_w, layer.ffn_norm_b, self.eps)
-        return d.to_numpy(d.l2_normalize(d.pool(x, batch, self.pooling)))
+        return x
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "layers": self.num_layers, "heads": self.num_heads}

@@ -25,6 +25,8 @@ class Driver(ABC, Generic[Tensor]):
     label: str = "driver"
     #: whether tensors live on a GPU
     is_gpu: bool = False
+    #: how backends name the device, e.g. ``"CUDA"``
+    device_label: str = "CPU"
     #: tokens per forward call that keep this driver efficient (sub-batch budget)
     preferred_batch_tokens: int = 4096
 
@@ -39,6 +41,10 @@ class Driver(ABC, Generic[Tensor]):
     @abstractmethod
     def weight(self, array: np.ndarray) -> Tensor:
         """A model weight as a driver tensor, without copying where the device allows."""
+
+    def linear_weight(self, array: np.ndarray) -> Any:
+        """A linear layer's ``(out, in)`` weight; drivers that quantize (int8) override this."""
+        return self.weight(array)
 
     def upload(self, batch: TokenBatch) -> TokenBatch:
         """Move a packed batch's index arrays to the device ahead of its forward pass.
@@ -58,6 +64,10 @@ class Driver(ABC, Generic[Tensor]):
         """Rows ``table[ids]``: embedding lookup, ``(len(ids), features)``."""
 
     @abstractmethod
+    def copy(self, x: Tensor) -> Tensor:
+        """A new tensor with the contents of ``x`` (before an in-place primitive that must not touch ``x``)."""
+
+    @abstractmethod
     def add_(self, x: Tensor, y: Tensor) -> Tensor:
         """``x += y`` in place; returns ``x``."""
 
@@ -74,11 +84,27 @@ class Driver(ABC, Generic[Tensor]):
         """Exact (erf) GELU, in place where the driver can; returns the result."""
 
     @abstractmethod
-    def attention(self, q: Tensor, k: Tensor, v: Tensor, batch: TokenBatch, num_heads: int) -> Tensor:
+    def geglu(self, x: Tensor) -> Tensor:
+        """``gelu(x[:, :n]) * x[:, n:]`` for ``x`` of width ``2n`` (exact GELU): ModernBERT's gated MLP."""
+
+    @abstractmethod
+    def rope_(self, x: Tensor, cos: Tensor, sin: Tensor, num_heads: int) -> Tensor:
+        """Rotary position embedding in place, per head, "rotate half" convention.
+
+        ``cos``/``sin`` are ``(total_tokens, head_dim / 2)``, already gathered for each token's position.
+        """
+
+    @abstractmethod
+    def attention(
+        self, q: Tensor, k: Tensor, v: Tensor, batch: TokenBatch, num_heads: int, window: int | None = None
+    ) -> Tensor:
         """Softmax(q kᵀ / √head_dim) v within each input of ``batch``; ``(total_tokens, hidden)``.
 
-        Implementations combine a batched GEMM, a fused scale+mask+softmax and a
-        second batched GEMM; tokens of different inputs never attend to each other.
+        ``window``: a token attends only to tokens whose positions differ by at most
+        this much (sliding-window layers). Implementations combine a batched GEMM,
+        a fused scale+mask+softmax and a second batched GEMM; tokens of different
+        inputs never attend to each other, and long inputs are processed in
+        blocks so that no full ``n × n`` score matrix is needed on windowed layers.
         """
 
     @abstractmethod

@@ -22,6 +22,9 @@ _AS_P = 0.3275911
 _AS_COEFFS = (1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592)  # a5 … a1
 _GELU_CHUNK = 32768  # floats per element-wise pass: scratch stays in L2
 _SCORES_BUDGET = 1 << 16  # attention scores per head group (floats): keeps them in L1/L2
+# Inputs up to this length attend in one block; longer ones in blocks of _QUERY_BLOCK queries.
+_FULL_ATTENTION_MAX = 1024
+_QUERY_BLOCK = 256
 # A softmax denominator below this means the shifted exps reached subnormals: redo with the exact max.
 _TINY_DENOMINATOR = 1e-30
 
@@ -34,6 +37,53 @@ def _exp_(scores: np.ndarray) -> None:
     """
     np.maximum(scores, -80.0, out=scores)
     np.exp(scores, out=scores)
+
+
+def _attention_blocks(positions: np.ndarray, window: int | None):
+    """(query rows, key rows, mask or None) blocks covering one input's attention.
+
+    Short inputs are one block. Long ones are cut into query blocks; with a window,
+    each block sees only the key rows within ``window`` positions of it (a band),
+    so memory grows linearly with the length.
+    """
+    n = len(positions)
+    full = window is None or positions[-1] - positions[0] <= window
+    block = n if n <= _FULL_ATTENTION_MAX and full else _QUERY_BLOCK
+    for first in range(0, n, block):
+        rows = slice(first, min(n, first + block))
+        if window is None:
+            yield rows, slice(0, n), None
+            continue
+        lo = int(np.searchsorted(positions, positions[rows.start] - window, side="left"))
+        hi = int(np.searchsorted(positions, positions[rows.stop - 1] + window, side="right"))
+        allowed = np.abs(positions[rows, None] - positions[None, lo:hi]) <= window
+        yield rows, slice(lo, hi), (None if allowed.all() else allowed.astype(np.float32))
+
+
+def _attend(qh: np.ndarray, kh: np.ndarray, vh: np.ndarray, allowed: np.ndarray | None,
+            context: np.ndarray) -> None:
+    """Softmax attention of one block, head group by head group, written into ``context``."""
+    num_heads, rows, width = qh.shape
+    d = width - 1
+    group = max(1, _SCORES_BUDGET // (rows * kh.shape[1]))
+    for h in range(0, num_heads, group):
+        heads = slice(h, h + group)
+        scores = np.matmul(qh[heads], kh[heads].transpose(0, 2, 1))
+        _exp_(scores)
+        if allowed is not None:
+            scores *= allowed
+        weighted = np.matmul(scores, vh[heads])
+        if weighted[:, :, d].min() < _TINY_DENOMINATOR:
+            # The bound overshot so far that a row's exps vanish: shift by the exact max.
+            scores = np.matmul(qh[heads, :, :d], kh[heads, :, :d].transpose(0, 2, 1))
+            if allowed is not None:
+                scores[:, allowed == 0] = -np.inf
+            scores -= scores.max(axis=-1, keepdims=True)
+            _exp_(scores)
+            if allowed is not None:
+                scores *= allowed
+            weighted = np.matmul(scores, vh[heads])
+        np.divide(weighted[:, :, :d], weighted[:, :, d:], out=context[heads])
 
 
 def _heads_view(x: np.ndarray, num_heads: int) -> np.ndarray:
@@ -63,6 +113,9 @@ class NumpyDriver(Driver[np.ndarray]):
 
     def gather(self, table: np.ndarray, ids: np.ndarray) -> np.ndarray:
         return table[ids]
+
+    def copy(self, x: np.ndarray) -> np.ndarray:
+        return np.array(x, dtype=np.float32, order="C")
 
     def add_(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         x += y
@@ -115,8 +168,27 @@ class NumpyDriver(Driver[np.ndarray]):
             xs -= poly
         return x
 
+    def geglu(self, x: np.ndarray) -> np.ndarray:
+        width = x.shape[1] // 2
+        activated = self.gelu_(np.ascontiguousarray(x[:, :width]))
+        activated *= x[:, width:]
+        return activated
+
+    def rope_(self, x: np.ndarray, cos: np.ndarray, sin: np.ndarray, num_heads: int) -> np.ndarray:
+        total, hidden = x.shape
+        half = hidden // num_heads // 2
+        heads = x.reshape(total, num_heads, 2, half)
+        first, second = heads[:, :, 0], heads[:, :, 1]
+        cos, sin = cos[:, None, :], sin[:, None, :]
+        rotated_first = first * cos - second * sin
+        second *= cos
+        second += first * sin
+        first[...] = rotated_first
+        return x
+
     def attention(
-        self, q: np.ndarray, k: np.ndarray, v: np.ndarray, batch: TokenBatch, num_heads: int
+        self, q: np.ndarray, k: np.ndarray, v: np.ndarray, batch: TokenBatch, num_heads: int,
+        window: int | None = None,
     ) -> np.ndarray:
         total, hidden = q.shape
         d = hidden // num_heads
@@ -139,19 +211,8 @@ class NumpyDriver(Driver[np.ndarray]):
             query_norm = np.sqrt(np.einsum("hnd,hnd->hn", qh[:, :, :d], qh[:, :, :d]))
             np.multiply(query_norm, -key_norm[:, None], out=qh[:, :, d])
             context = _heads_view(out[start:end], num_heads)
-            group = max(1, _SCORES_BUDGET // (n * n))
-            for h in range(0, num_heads, group):
-                heads = slice(h, h + group)
-                scores = np.matmul(qh[heads], kh[heads].transpose(0, 2, 1))
-                _exp_(scores)
-                weighted = np.matmul(scores, vh[heads])
-                if weighted[:, :, d].min() < _TINY_DENOMINATOR:
-                    # The bound overshot so far that a row's exps vanish: shift by the exact max.
-                    scores = np.matmul(qh[heads, :, :d], kh[heads, :, :d].transpose(0, 2, 1))
-                    scores -= scores.max(axis=-1, keepdims=True)
-                    _exp_(scores)
-                    weighted = np.matmul(scores, vh[heads])
-                np.divide(weighted[:, :, :d], weighted[:, :, d:], out=context[heads])
+            for rows, keys, allowed in _attention_blocks(batch.position_ids[start:end], window):
+                _attend(qh[:, rows], kh[:, keys], vh[:, keys], allowed, context[:, rows])
         return out
 
     def pool(self, x: np.ndarray, batch: TokenBatch, mode: str) -> np.ndarray:

@@ -1,0 +1,194 @@
+"""`TorchDriver`: the Driver primitives on torch, CPU or CUDA, in fp32, bf16, fp16 or int8.
+
+Uses torch's fused kernels where they match the contract: scaled-dot-product
+attention (with a key-padding mask, and a band mask on sliding-window layers),
+layer norm, exact GELU. Activations run in the compute precision; layer norms,
+softmax statistics and pooling accumulate in float32; the output is always
+float32 unit vectors.
+
+int8 (CPU) is dynamic quantization of the linear layers: weights per output
+channel and activations per token, symmetric, multiplied with ``torch._int_mm``
+(int32 accumulation) and rescaled to float32.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vecsift.backend.driver.base import Driver
+from vecsift.backend.token_batch import TokenBatch
+from vecsift.errors import BackendError
+
+#: device → precisions this driver runs there
+PRECISIONS = {"cpu": ("fp32", "bf16", "int8"), "cuda": ("fp32", "bf16", "fp16")}
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
+
+
+@dataclass(frozen=True)
+class Int8Weight:
+    """A linear weight quantized per output channel: ``weight ≈ values.T * scale``."""
+
+    values_t: torch.Tensor  # (in, out) int8, transposed for torch._int_mm
+    scale: torch.Tensor  # (out,) float32
+
+
+class TorchDriver(Driver[torch.Tensor]):
+    label = "torch"
+
+    def __init__(self, device: str = "cpu", precision: str = "fp32") -> None:
+        kind = torch.device(device).type
+        if kind not in PRECISIONS:
+            raise BackendError(f"TorchDriver runs on {sorted(PRECISIONS)}, not {device!r}")
+        if precision not in PRECISIONS[kind]:
+            raise BackendError(
+                f"precision {precision!r} is not supported on {kind} by the torch driver; "
+                f"supported: {', '.join(f'{k}: {list(v)}' for k, v in PRECISIONS.items())}"
+            )
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise BackendError("torch sees no CUDA device (torch.cuda.is_available() is False)")
+        self.device = torch.device(device)
+        self._precision = precision
+        self.dtype = _DTYPES[precision]
+        self.is_gpu = kind == "cuda"
+        self.device_label = "CUDA" if self.is_gpu else "CPU"
+        self.preferred_batch_tokens = 1 << 20 if self.is_gpu else 8192
+
+    def clone(self) -> TorchDriver:
+        return TorchDriver(str(self.device), self._precision)
+
+    def precision(self) -> str:
+        return self._precision
+
+    # -- moving data -------------------------------------------------------------------
+    def weight(self, array: np.ndarray) -> torch.Tensor:
+        with warnings.catch_warnings():  # read-only memory maps are fine: weights are never written
+            warnings.simplefilter("ignore", UserWarning)
+            tensor = torch.from_numpy(array)
+        if self.is_gpu or self.dtype != torch.float32:
+            return tensor.to(self.device, self.dtype)
+        return tensor  # CPU fp32: a view of the memory map, shared by every clone
+
+    def linear_weight(self, array: np.ndarray) -> Any:
+        if self._precision != "int8":
+            return self.weight(array)
+        weight = torch.from_numpy(np.asarray(array, dtype=np.float32))
+        scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+        values = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8)
+        return Int8Weight(values.t().contiguous(), scale)
+
+    def to_numpy(self, x: torch.Tensor) -> np.ndarray:
+        return x.detach().to("cpu", torch.float32).numpy()
+
+    def _index(self, ids: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(ids)).to(self.device, non_blocking=True)
+
+    # -- primitives ---------------------------------------------------------------------
+    def gather(self, table: torch.Tensor, ids: np.ndarray) -> torch.Tensor:
+        return table[self._index(ids)].to(self.dtype)
+
+    def copy(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    def add_(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x.add_(y)
+
+    def linear(self, x: torch.Tensor, weight: Any, bias: torch.Tensor | None,
+               residual: torch.Tensor | None = None) -> torch.Tensor:
+        if isinstance(weight, Int8Weight):
+            out = self._int8_linear(x, weight)
+            if bias is not None:
+                out += bias
+        else:
+            out = F.linear(x, weight, bias)
+        if residual is not None:
+            out += residual
+        return out
+
+    @staticmethod
+    def _int8_linear(x: torch.Tensor, weight: Int8Weight) -> torch.Tensor:
+        x = x.float()
+        scale = x.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127.0
+        quantized = torch.round(x / scale).clamp(-127, 127).to(torch.int8)
+        rows = quantized.shape[0]
+        if rows <= 16:  # torch._int_mm needs more than 16 rows
+            quantized = F.pad(quantized, (0, 0, 0, 17 - rows))
+        product = torch._int_mm(quantized, weight.values_t)[:rows]
+        return product.float() * scale * weight.scale
+
+    def layer_norm_(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                    eps: float) -> torch.Tensor:
+        return F.layer_norm(x.float(), (x.shape[-1],), weight.float(), None if bias is None else bias.float(),
+                            eps).to(self.dtype)
+
+    def gelu_(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(x)
+
+    def geglu(self, x: torch.Tensor) -> torch.Tensor:
+        activated, gate = x.chunk(2, dim=-1)
+        return F.gelu(activated) * gate
+
+    def rope_(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: int) -> torch.Tensor:
+        total, hidden = x.shape
+        heads = x.float().view(total, num_heads, 2, hidden // num_heads // 2)
+        first, second = heads[:, :, 0], heads[:, :, 1]
+        cos, sin = cos.float()[:, None, :], sin.float()[:, None, :]
+        rotated = torch.stack((first * cos - second * sin, second * cos + first * sin), dim=2)
+        return rotated.view(total, hidden).to(self.dtype)
+
+    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: TokenBatch, num_heads: int,
+                  window: int | None = None) -> torch.Tensor:
+        total, hidden = q.shape
+        head_dim = hidden // num_heads
+        lengths = batch.lengths
+        count, width = len(lengths), int(lengths.max())
+        # Padded layout for SDPA: token t of input b goes to row b·width + j.
+        starts = np.repeat(batch.cu_seqlens[:-1], lengths)
+        slots = self._index(np.repeat(np.arange(count) * width, lengths) + np.arange(total) - starts)
+        valid = torch.zeros(count * width, dtype=torch.bool, device=self.device)
+        valid[slots] = True
+
+        def padded(x: torch.Tensor) -> torch.Tensor:
+            out = x.new_zeros((count * width, hidden))
+            out[slots] = x
+            return out.view(count, width, num_heads, head_dim).transpose(1, 2)
+
+        mask = valid.view(count, 1, 1, width)
+        if window is not None:
+            positions = torch.zeros(count * width, dtype=torch.int64, device=self.device)
+            positions[slots] = self._index(batch.position_ids)
+            positions = positions.view(count, width)
+            band = (positions[:, :, None] - positions[:, None, :]).abs() <= window
+            mask = mask & band[:, None]
+        context = F.scaled_dot_product_attention(padded(q), padded(k), padded(v), attn_mask=mask)
+        return context.transpose(1, 2).reshape(count * width, hidden)[slots]
+
+    def pool(self, x: torch.Tensor, batch: TokenBatch, mode: str) -> torch.Tensor:
+        x = x.float()
+        starts = self._index(batch.cu_seqlens[:-1])
+        if mode == "cls":
+            return x[starts]
+        segment = self._index(np.repeat(np.arange(batch.num_inputs), batch.lengths))
+        if mode == "max":
+            out = torch.full((batch.num_inputs, x.shape[1]), -torch.inf, device=self.device)
+            return out.scatter_reduce_(0, segment[:, None].expand_as(x), x, reduce="amax")
+        sums = torch.zeros((batch.num_inputs, x.shape[1]), device=self.device).index_add_(0, segment, x)
+        lengths = torch.from_numpy(batch.lengths).to(self.device, torch.float32)[:, None]
+        return sums / (lengths if mode == "mean" else lengths.sqrt())
+
+    def l2_normalize(self, x: torch.Tensor) -> torch.Tensor:
+        norms = x.float().norm(dim=1, keepdim=True)
+        if not bool(torch.isfinite(norms).all()):
+            raise BackendError("a pooled embedding is not finite: the forward pass produced NaN or inf")
+        if not bool((norms > 0).all()):
+            raise BackendError("a pooled embedding has zero length and cannot be normalized")
+        return x.float() / norms
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "device": str(self.device), "torch": torch.__version__,
+                "torch_threads": torch.get_num_threads()}

@@ -1,0 +1,153 @@
+"""TorchDriver: the same architectures on torch, in fp32, bf16 and int8 (CPU), CUDA when present."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import reference_bert_vectors, reference_modernbert_hidden
+from texts import varied_texts
+from vecsift import embed_distributed, load_backend, load_tokenizer
+from vecsift.backend.token_batch import TokenBatch
+from vecsift.errors import BackendError
+
+QUERIES = [
+    "parse command line arguments", "read a csv file row by row", "compute the md5 hash of data",
+    "format a date as a string", "copy a file preserving metadata", "walk a directory tree recursively",
+    "join path components", "encode bytes as base64", "decode json text into objects",
+    "serialize objects to json", "open a temporary file", "spawn a subprocess and wait for it",
+    "send an http request", "parse a url into components", "quote special characters in a url",
+    "compress data with gzip", "extract files from a zip archive", "read a tar archive",
+    "create a thread pool", "lock shared state between threads", "schedule a function call later",
+    "log a warning message", "configure logging handlers", "generate random numbers",
+    "shuffle a list in place", "compute the square root", "round a decimal number",
+    "represent fractions exactly", "sort items with a key function", "binary search a sorted list",
+    "priority queue with a heap", "count occurrences of items", "ordered dictionary", "named tuple fields",
+    "deep copy an object", "pickle an object to bytes", "compare two sequences and show differences",
+    "wrap text to a fixed width", "regular expression matching", "split a string by whitespace like a shell",
+    "read configuration from an ini file", "parse email messages", "send mail over smtp",
+    "measure elapsed time", "profile function calls", "inspect the signature of a function",
+    "import a module by name", "abstract base class with abstract methods",
+    "context manager that suppresses errors",
+    "iterate over pairs of items", "cache the results of a function", "handle unix signals",
+    "get environment variables", "tokenize python source code", "disassemble python bytecode",
+]
+
+
+@pytest.fixture(scope="module")
+def torch_fp32():
+    return load_backend("cpu", driver="torch", precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def fp32_reference(backend, tokenizer):
+    texts = varied_texts(220)
+    return texts, backend.embed_batch(tokenizer.encode(texts))
+
+
+def test_names_and_contract(torch_fp32):
+    assert torch_fp32.name() == "CPU (torch)" and not torch_fp32.is_gpu() and torch_fp32.supports_clone()
+    assert load_backend("cpu", precision="bf16").name() == "CPU (torch, bf16)"
+    assert torch_fp32.embed_batch([]).shape == (0, 384)
+
+
+def test_fp32_matches_sentence_transformers_and_numpy(torch_fp32, tokenizer, fp32_reference, bundled_dir):
+    from sentence_transformers import SentenceTransformer
+
+    texts, numpy_vectors = fp32_reference
+    ours = embed_distributed(tokenizer.encode(texts), [torch_fp32], batch_size=32)
+    reference = SentenceTransformer(str(bundled_dir), device="cpu").encode(texts, normalize_embeddings=True)
+    assert (ours * reference).sum(1).min() >= 0.99999
+    assert np.abs(ours - numpy_vectors).max() <= 1e-5
+
+
+def test_clones_share_the_memory_mapped_weights(torch_fp32):
+    clone = torch_fp32.clone_backend()
+    assert clone.arch is torch_fp32.arch and clone.driver is not torch_fp32.driver
+    weight = torch_fp32.arch.layers[0].ffn_in_w
+    assert np.shares_memory(weight.numpy(), torch_fp32.weights._map)
+
+
+def test_bf16_stays_close_to_fp32(tokenizer, fp32_reference):
+    texts, fp32 = fp32_reference
+    bf16 = embed_distributed(tokenizer.encode(texts), [load_backend("cpu", precision="bf16")])
+    cosines = (bf16 * fp32).sum(1)
+    assert bf16.dtype == np.float32 and np.allclose(np.linalg.norm(bf16, axis=1), 1, atol=1e-5)
+    assert cosines.min() >= 0.996 and cosines.mean() >= 0.999
+
+
+def test_int8_keeps_retrieval_quality(backend, tokenizer, fp32_reference):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from corpus import stdlib_chunks
+
+    texts, fp32 = fp32_reference
+    int8_backend = load_backend("cpu", precision="int8")
+    assert int8_backend.name() == "CPU (torch, int8)"
+    int8 = embed_distributed(tokenizer.encode(texts), [int8_backend])
+    assert int8.dtype == np.float32 and (int8 * fp32).sum(1).min() >= 0.98
+
+    chunks = stdlib_chunks(1000)
+    assert len(QUERIES) >= 50
+    corpus = {name: embed_distributed(tokenizer.encode(chunks), [b]) for name, b in
+              (("fp32", backend), ("int8", int8_backend))}
+    queries = {name: embed_distributed(tokenizer.encode(QUERIES), [b]) for name, b in
+               (("fp32", backend), ("int8", int8_backend))}
+    top = {name: np.argsort(-(queries[name] @ corpus[name].T), axis=1)[:, :10] for name in corpus}
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top["fp32"], top["int8"], strict=True)])
+    assert overlap >= 0.9, overlap
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean", "max"])
+def test_random_bert_matches_transformers(make_bert, pooling):
+    directory = make_bert(pooling=pooling, hidden=48, heads=3, layers=2, intermediate=96)
+    encodings = load_tokenizer(str(directory)).encode(varied_texts(30, seed=9))
+    ours = load_backend("cpu", str(directory), driver="torch").embed_batch(encodings)
+    assert np.abs(ours - reference_bert_vectors(directory, encodings, pooling)).max() <= 1e-5
+
+
+def test_modernbert_runs_on_the_torch_driver(make_modernbert):
+    directory = make_modernbert(every=2, window=16)
+    encodings = load_tokenizer(str(directory)).encode(["short", "word " * 60, "a longer one " * 30])
+    backend = load_backend("cpu", str(directory), driver="torch")
+    reference, mask = reference_modernbert_hidden(directory, encodings)
+    ours = backend.driver.to_numpy(backend.arch.hidden_states(backend.driver, TokenBatch.from_encodings(encodings)))
+    assert np.abs(ours - reference[mask == 1]).max() <= 1e-4
+    numpy_backend = load_backend("cpu", str(directory), driver="numpy")
+    assert np.abs(backend.embed_batch(encodings) - numpy_backend.embed_batch(encodings)).max() <= 1e-5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"precision": "fp16"},
+         r"precision 'fp16' is not supported by the torch driver on cpu; supported: .*cuda/torch"),
+        ({"precision": "int4"}, "precision 'int4' is not supported"),
+        ({"driver": "numpy", "precision": "bf16"}, "precision 'bf16' is not supported by the numpy driver"),
+        ({"driver": "torch", "device": "cuda:0"}, "does not match kind 'cpu'"),
+        ({"driver": "torch", "device": "bogus"}, "not a valid torch device"),
+    ],
+)
+def test_unsupported_combinations_list_the_supported_ones(kwargs, message):
+    with pytest.raises(BackendError, match=message):
+        load_backend("cpu", **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA device")
+def test_cuda_without_a_gpu_says_why():
+    with pytest.raises(BackendError, match="no CUDA device"):
+        load_backend(kind="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_cuda_backend(tokenizer, fp32_reference, precision):
+    texts, fp32 = fp32_reference
+    cuda = load_backend(kind="cuda", precision=precision)
+    assert cuda.is_gpu() and not cuda.supports_clone() and cuda.name().startswith("CUDA (torch")
+    vectors = embed_distributed(tokenizer.encode(texts), [cuda])
+    cosines = (vectors * fp32).sum(1)
+    assert cosines.min() >= (0.99999 if precision == "fp32" else 0.996)
