@@ -26,7 +26,7 @@ def bundled_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def backend():
-    return load_backend("cpu", "all-MiniLM-L6-v2")
+    return load_backend("cpu", "all-MiniLM-L6-v2", driver="numpy")
 
 
 @pytest.fixture(scope="session")

@@ -34,7 +34,7 @@ def test_rows_do_not_depend_on_batch_company(backend, tokenizer):
 
 
 def test_sub_batching_does_not_change_results(tokenizer):
-    backend = load_backend()
+    backend = load_backend(driver="numpy")
     encodings = tokenizer.encode([f"text number {i} " * (i % 7 + 1) for i in range(40)])
     whole = backend.embed_batch(encodings)
     backend.driver.preferred_batch_tokens = 1  # every input in its own forward pass
@@ -137,7 +137,8 @@ def test_zero_vector_cannot_be_normalized():
         ({"kind": "tpu"}, "unknown backend kind 'tpu'"),
         ({"driver": "onnx"}, "no driver 'onnx' for kind 'cpu'"),
         ({"precision": "int4"}, r"precision 'int4' is not supported .* cpu/numpy: \['fp32'\]"),
-        ({"device": "cuda:0"}, "device 'cuda:0' is not available"),
+        ({"device": "cuda:0", "driver": "numpy"}, "device 'cuda:0' is not available"),
+        ({"device": "cuda:0"}, "device 'cuda:0' does not match kind 'cpu'"),
     ],
 )
 def test_unsupported_backend_requests(kwargs, message):
@@ -147,18 +148,27 @@ def test_unsupported_backend_requests(kwargs, message):
 
 def test_detect_backends_gives_the_cpu_backend_when_there_is_no_gpu(monkeypatch):
     monkeypatch.setattr("vecsift.backend.loader.cuda_available", lambda: False)
-    assert [b.name() for b in detect_backends()] == ["CPU (numpy)"]
+    assert [b.name() for b in detect_backends()] == ["CPU (torch)"]  # torch is installed with the test extra
 
 
 def test_a_gpu_that_cannot_be_used_is_reported_and_cpu_is_used(monkeypatch):
     monkeypatch.setattr("vecsift.backend.loader.cuda_available", lambda: True)
     with pytest.warns(UserWarning, match="CUDA device is present but no CUDA backend could be loaded"):
         backends = detect_backends()
-    assert [b.name() for b in backends] == ["CPU (numpy)"]
+    assert [b.name() for b in backends] == ["CPU (torch)"]
 
 
 def test_auto_kind_in_embedder_uses_detection(monkeypatch):
     from vecsift import Embedder
 
     monkeypatch.setattr("vecsift.backend.loader.cuda_available", lambda: False)
-    assert [b.name() for b in Embedder(kind="auto").backends] == ["CPU (numpy)"]
+    assert [b.name() for b in Embedder(kind="auto").backends] == ["CPU (torch)"]
+
+
+def test_default_driver_rule(monkeypatch):
+    from vecsift.backend.loader import default_driver
+
+    assert default_driver("cuda", "fp32") == "torch" and default_driver("cpu", "bf16") == "torch"
+    assert default_driver("cpu", "fp32") == "torch"
+    monkeypatch.setattr("vecsift.backend.loader.torch_installed", lambda: False)
+    assert default_driver("cpu", "fp32") == "numpy"

@@ -38,7 +38,7 @@ def test_embed_directory_to_npy(tree, tmp_path, capsys):
     assert [row["index"] for row in ids] == [0, 1, 2, 3]
     assert np.load(out, mmap_mode="r").shape == (4, 384)
     summary = capsys.readouterr().err
-    assert "embedded 4 texts" in summary and "CPU (numpy)" in summary and "dim 384" in summary
+    assert "embedded 4 texts" in summary and "CPU (torch)" in summary and "dim 384" in summary
 
 
 def test_whole_files_and_jsonl_output(tree, tmp_path):
@@ -111,8 +111,10 @@ def test_atomic_file_leaves_nothing_when_interrupted(tmp_path):
 def test_info(capsys):
     assert main(["info"]) == 0
     text = capsys.readouterr().out
-    for expected in ["ClassicBert", "384", "512", "CPU (numpy)", "blas", "openblas"]:
+    for expected in ["ClassicBert", "384", "512", "CPU (torch)", "torch_threads"]:
         assert expected in text
+    assert main(["info", "--driver", "numpy"]) == 0
+    assert "CPU (numpy)" in (text := capsys.readouterr().out) and "openblas" in text
     assert main(["info", "--json"]) == 0
     facts = json.loads(capsys.readouterr().out)
     assert facts["dim"] == 384 and facts["pooling"] == "mean" and facts["truncation"] == 256

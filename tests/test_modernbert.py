@@ -27,7 +27,7 @@ def encodings_of_lengths(directory, lengths):
 
 
 def compare(directory, lengths, pooling="mean"):
-    backend = load_backend("cpu", str(directory))
+    backend = load_backend("cpu", str(directory), driver="numpy")
     encodings = encodings_of_lengths(directory, lengths)
     assert [len(e) for e in encodings] == lengths
     reference, mask = reference_modernbert_hidden(directory, encodings)
@@ -68,8 +68,8 @@ def test_original_config_format(make_modernbert, tmp_path):
                   local_rope_theta=rope["sliding_attention"]["rope_theta"])
     (legacy / "config.json").write_text(json.dumps(config))
     encodings = encodings_of_lengths(legacy, [5, 80])
-    np.testing.assert_allclose(load_backend("cpu", str(legacy)).embed_batch(encodings),
-                               load_backend("cpu", str(source)).embed_batch(encodings), atol=1e-6)
+    np.testing.assert_allclose(load_backend("cpu", str(legacy), driver="numpy").embed_batch(encodings),
+                               load_backend("cpu", str(source), driver="numpy").embed_batch(encodings), atol=1e-6)
     compare(legacy, [5, 80])
 
 
@@ -78,14 +78,15 @@ def test_masked_lm_checkpoint_with_model_prefix(make_modernbert):
 
 
 def test_info_shows_the_layer_pattern(make_modernbert):
-    backend = load_backend("cpu", str(make_modernbert(every=3, layers=4, window=16)))
+    backend = load_backend("cpu", str(make_modernbert(every=3, layers=4, window=16)), driver="numpy")
     facts = backend.describe()
     assert facts["architecture"] == "ModernBERT" and facts["layers"] == "4 (GLLG; window ±8)"
     assert backend.max_tokens() == 1024 and load_tokenizer(str(backend.arch.files.directory)).default_max_tokens == 1024
 
 
 def test_long_input_does_not_build_full_score_matrices(make_modernbert):
-    backend = load_backend("cpu", str(make_modernbert(layers=2, every=2, window=128, max_positions=8192)))
+    directory = make_modernbert(layers=2, every=2, window=128, max_positions=8192)
+    backend = load_backend("cpu", str(directory), driver="numpy")
     encoding = Encoding.from_ids(np.random.default_rng(0).integers(1000, 30000, size=8192))
     tracemalloc.start()
     vector = backend.embed_batch([encoding])
@@ -100,7 +101,8 @@ def test_inputs_beyond_the_position_limit_are_truncated(make_modernbert):
     directory = make_modernbert(max_positions=64)
     tokenizer = load_tokenizer(str(directory))
     (encoding,) = tokenizer.encode(["word " * 500])
-    assert len(encoding) == 64 and load_backend("cpu", str(directory)).embed_batch([encoding]).shape == (1, 64)
+    backend = load_backend("cpu", str(directory), driver="numpy")
+    assert len(encoding) == 64 and backend.embed_batch([encoding]).shape == (1, 64)
 
 
 @pytest.mark.parametrize(
@@ -128,7 +130,7 @@ def test_unsupported_options_are_named(make_modernbert, tmp_path, change, messag
             config[key] = value
     (directory / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match=message):
-        load_backend("cpu", str(directory))
+        load_backend("cpu", str(directory), driver="numpy")
 
 
 def test_missing_tensor_is_named(make_modernbert, tmp_path):
@@ -140,4 +142,4 @@ def test_missing_tensor_is_named(make_modernbert, tmp_path):
     del tensors["layers.1.mlp.Wi.weight"]
     save_file(tensors, str(directory / "model.safetensors"))
     with pytest.raises(ModelLoadError, match="missing the tensor 'layers.1.mlp.Wi.weight'"):
-        load_backend("cpu", str(directory))
+        load_backend("cpu", str(directory), driver="numpy")

@@ -50,7 +50,7 @@ def test_bundled_model_matches_sentence_transformers(backend, tokenizer, sentenc
 )
 def test_random_bert_matches_transformers(make_bert, shape, pooling):
     directory = make_bert(pooling=pooling, **shape)
-    backend = load_backend("cpu", str(directory))
+    backend = load_backend("cpu", str(directory), driver="numpy")
     tokenizer = load_tokenizer(str(directory))
     rng = np.random.default_rng(1)
     texts = varied_texts(40, seed=2)
@@ -69,7 +69,7 @@ def test_random_bert_matches_transformers(make_bert, shape, pooling):
 def test_padding_in_encodings_is_ignored(make_bert):
     """Tokens with mask 0 take no part: padded and unpadded encodings embed identically."""
     directory = make_bert(pooling="mean")
-    backend = load_backend("cpu", str(directory))
+    backend = load_backend("cpu", str(directory), driver="numpy")
     encodings = load_tokenizer(str(directory)).encode(["short text", "a somewhat longer piece of text here"])
     width = max(len(e) for e in encodings)
     padded = [Encoding(np.pad(e.input_ids, (0, width - len(e))), np.pad(e.attention_mask, (0, width - len(e))),
@@ -82,7 +82,7 @@ def test_padding_in_encodings_is_ignored(make_bert):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_checkpoints_are_widened_at_load(make_bert, dtype):
     directory = make_bert(pooling="cls", dtype=dtype)
-    backend = load_backend("cpu", str(directory))
+    backend = load_backend("cpu", str(directory), driver="numpy")
     encodings = load_tokenizer(str(directory)).encode(varied_texts(12, seed=3))
     reference = reference_bert_vectors(directory, encodings, "cls")  # loads the same weights as fp32
     assert np.abs(backend.embed_batch(encodings) - reference).max() <= MAX_ABS_DIFF_VS_TRANSFORMERS
@@ -90,7 +90,7 @@ def test_half_precision_checkpoints_are_widened_at_load(make_bert, dtype):
 
 def test_masked_lm_checkpoint_with_bert_prefix_loads(make_bert):
     directory = make_bert(pooling="mean", masked_lm=True)
-    backend = load_backend("cpu", str(directory))
+    backend = load_backend("cpu", str(directory), driver="numpy")
     encodings = load_tokenizer(str(directory)).encode(["prefixed tensor names"])
     reference = reference_bert_vectors(directory, encodings, "mean")
     assert np.abs(backend.embed_batch(encodings) - reference).max() <= MAX_ABS_DIFF_VS_TRANSFORMERS

@@ -62,11 +62,21 @@ def test_fp32_matches_sentence_transformers_and_numpy(torch_fp32, tokenizer, fp3
     assert np.abs(ours - numpy_vectors).max() <= 1e-5
 
 
-def test_clones_share_the_memory_mapped_weights(torch_fp32):
+def test_clones_share_the_weights(torch_fp32, tokenizer):
     clone = torch_fp32.clone_backend()
     assert clone.arch is torch_fp32.arch and clone.driver is not torch_fp32.driver
-    weight = torch_fp32.arch.layers[0].ffn_in_w
-    assert np.shares_memory(weight.numpy(), torch_fp32.weights._map)
+    # Embeddings are views of the memory map; linear weights are transposed once at load, then shared.
+    assert np.shares_memory(torch_fp32.arch.word_embeddings.numpy(), torch_fp32.weights._map)
+    encodings = tokenizer.encode(["touch every weight"])
+    torch_fp32.embed_batch(encodings)
+    with open("/proc/self/statm") as handle:
+        before = int(handle.read().split()[1]) * 4096
+    clones = [torch_fp32.clone_backend() for _ in range(8)]
+    for c in clones:
+        c.embed_batch(encodings)
+    with open("/proc/self/statm") as handle:
+        growth = int(handle.read().split()[1]) * 4096 - before
+    assert growth < torch_fp32.weights.path.stat().st_size
 
 
 def test_bf16_stays_close_to_fp32(tokenizer, fp32_reference):

@@ -36,10 +36,13 @@ def supported() -> dict[tuple[str, str], tuple[str, ...]]:
 def default_driver(kind: str, precision: str) -> str:
     """The rule for ``driver=None``: the fastest driver here for that kind and precision.
 
-    CUDA and every reduced precision: torch (the only driver that has them).
-    CPU fp32: NumPy (no heavy dependency; see benchmarks/RESULTS.md for both drivers).
+    CUDA and every reduced precision: torch (the only driver that has them). CPU fp32:
+    torch when it is installed (fused attention and GELU: ~1.5× the NumPy driver on the
+    development machine, see benchmarks/RESULTS.md), else NumPy.
     """
-    return "torch" if kind == "cuda" or precision != "fp32" else "numpy"
+    if kind == "cuda" or precision != "fp32":
+        return "torch"
+    return "torch" if torch_installed() else "numpy"
 
 
 def _pick_driver(kind: str, driver: str | None, precision: str, device: str) -> Driver:

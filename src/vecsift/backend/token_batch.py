@@ -37,6 +37,7 @@ class TokenBatch:
     position_ids: np.ndarray  # (total_tokens,) int64, each token's index in its input
     token_type_ids: np.ndarray  # (total_tokens,) int64
     cu_seqlens: np.ndarray  # (num_inputs + 1,) int64, cumulative lengths starting at 0
+    dense: bool = True  # every input kept all its tokens: positions are 0 … n-1
 
     @classmethod
     def from_encodings(cls, encodings: Sequence[Encoding], buffers: PackBuffers | None = None) -> TokenBatch:
@@ -58,7 +59,7 @@ class TokenBatch:
             else:
                 ids[rows], types[rows] = e.input_ids[kept[i]], e.token_type_ids[kept[i]]
                 positions[rows] = kept[i]
-        return cls(ids, positions, types, cu_seqlens)
+        return cls(ids, positions, types, cu_seqlens, dense)
 
     @property
     def num_inputs(self) -> int:
@@ -76,9 +77,19 @@ class TokenBatch:
         """``(start, end)`` row range of each input."""
         return list(pairwise(self.cu_seqlens.tolist()))
 
+    def equal_length_runs(self) -> list[tuple[int, int, int]]:
+        """``(first input, last input, length)`` of each run of consecutive inputs of one length.
+
+        The schedulers sort inputs by length, so a batch is a few such runs; each is a
+        contiguous block of rows that attention can treat as ``(inputs, length)``.
+        """
+        lengths = self.lengths
+        edges = [0, *(np.flatnonzero(np.diff(lengths)) + 1).tolist(), len(lengths)]
+        return [(a, b, int(lengths[a])) for a, b in pairwise(edges) if b > a]
+
     def select(self, first: int, last: int) -> TokenBatch:
         """Inputs ``first`` to ``last`` (exclusive) as a batch of their own, viewing the same arrays."""
         start, end = int(self.cu_seqlens[first]), int(self.cu_seqlens[last])
         rows = slice(start, end)
         return TokenBatch(self.input_ids[rows], self.position_ids[rows], self.token_type_ids[rows],
-                          self.cu_seqlens[first : last + 1] - start)
+                          self.cu_seqlens[first : last + 1] - start, self.dense)
