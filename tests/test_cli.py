@@ -74,7 +74,7 @@ def test_stdin_lines(monkeypatch, capsys):
         (["embed", "{tree}", "--format", "npy"], "needs an output file"),
         (["embed", "{tree}", "-o", "{tmp}/missing/out.npy"], "output folder .* does not exist"),
         (["embed", "{tree}", "--model", "{tmp}"], "has no model.safetensors|missing file"),
-        (["info", "--precision", "int4"], "precision 'int4' is not supported"),
+        (["info", "--precision", "fp16"], "precision 'fp16' is not supported by the torch driver on cpu"),
     ],
 )
 def test_errors_exit_1_with_a_message_and_write_nothing(argv, message, tree, tmp_path, capsys):

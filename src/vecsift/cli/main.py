@@ -27,8 +27,10 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", "-m", default=DEFAULT_MODEL,
                         help="model directory, bundled name or hub id (default: %(default)s)")
     parser.add_argument("--backend", default="cpu", choices=("auto", "cpu", "cuda"), help="hardware (default: cpu)")
-    parser.add_argument("--driver", default=None, help="compute driver (default: fastest available)")
-    parser.add_argument("--precision", default="fp32", help="fp32 (default)")
+    parser.add_argument("--driver", default=None, choices=("numpy", "torch"),
+                        help="compute driver (default: the fastest available for the precision)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16", "int8"),
+                        help="fp32 (default); bf16 and int8 on CPU, bf16 and fp16 on CUDA (torch driver)")
 
 
 def build_parser() -> argparse.ArgumentParser:
