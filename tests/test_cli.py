@@ -128,3 +128,25 @@ def test_console_entry_point_runs(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "vecsift", "embed", "--batch-size", "0"], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and "must be ≥ 1" in bad.stderr
+
+
+def test_ctrl_c_stops_a_streaming_run_and_writes_nothing(tmp_path):
+    """A real SIGINT while `vecsift embed` waits on its input: exit 130 within seconds, no output file."""
+    import signal
+    import time
+
+    out = tmp_path / "vectors.npy"
+    process = subprocess.Popen([sys.executable, "-m", "vecsift", "embed", "--no-progress", "--driver", "numpy",
+                                "-o", str(out)], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdin.write("".join(f"line {i}\n" for i in range(500)))
+    process.stdin.flush()  # stdin stays open: the run is mid-stream when interrupted
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".vectors.npy.*")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the temporary output appears once the model has loaded
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    _, stderr = process.communicate(timeout=10)
+    assert process.returncode == 130 and "interrupted" in stderr
+    assert time.monotonic() - started < 5
+    assert list(tmp_path.iterdir()) == []

@@ -130,6 +130,19 @@ def test_modernbert_runs_on_the_torch_driver(make_modernbert):
     assert np.abs(backend.embed_batch(encodings) - numpy_backend.embed_batch(encodings)).max() <= 1e-5
 
 
+def test_architectures_accept_batches_staged_as_tensors(torch_fp32, make_modernbert, tokenizer):
+    """What a GPU driver's upload() hands the architectures: token arrays already as tensors."""
+    import dataclasses
+
+    for backend in (torch_fp32, load_backend("cpu", str(make_modernbert()), driver="torch")):
+        batch = TokenBatch.from_encodings(tokenizer.encode(["staged ids", "a second, longer input " * 5]))
+        staged = dataclasses.replace(batch, **{f: torch.from_numpy(getattr(batch, f).copy()) for f in
+                                               ("input_ids", "position_ids", "token_type_ids")})
+        np.testing.assert_array_equal(backend.arch.forward(backend.driver, staged),
+                                      backend.arch.forward(backend.driver, batch))
+    assert torch_fp32.driver.upload(batch) is batch  # CPU: nothing to stage
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

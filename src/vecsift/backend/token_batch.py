@@ -33,6 +33,9 @@ class PackBuffers:
 
 @dataclass(frozen=True)
 class TokenBatch:
+    """Token arrays are host NumPy arrays; after a GPU driver's ``upload`` they may be device tensors
+    (``cu_seqlens`` always stays on the host: it steers the loops)."""
+
     input_ids: np.ndarray  # (total_tokens,) int64
     position_ids: np.ndarray  # (total_tokens,) int64, each token's index in its input
     token_type_ids: np.ndarray  # (total_tokens,) int64

@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from vecsift.backend.contract import EmbedBackend
 from vecsift.encoding import Encoding
-from vecsift.errors import BackendError, UsageError
+from vecsift.errors import BackendError, EncodingError, UsageError
 from vecsift.scheduling.progress import Progress, ProgressCallback
 from vecsift.scheduling.run_state import RunState
 from vecsift.scheduling.work_queue import WorkQueue, length_sorted_units
@@ -119,8 +119,9 @@ def embed_distributed(
     """
     backends, workers = check_arguments(backends, batch_size, workers)
     encodings = list(encodings)
-    if not all(isinstance(e, Encoding) for e in encodings):
-        backends[0].embed_batch(encodings)  # raises the precise EncodingError
+    for index, encoding in enumerate(encodings):
+        if not isinstance(encoding, Encoding):
+            raise EncodingError(f"input {index} is a {type(encoding).__name__}, not an Encoding")
     if not encodings:
         return backends[0].embed_batch([])
 

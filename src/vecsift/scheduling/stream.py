@@ -160,7 +160,8 @@ class EmbeddingStream(Iterator[np.ndarray]):
             self._state.stop()
             for thread in self._threads:
                 thread.join(timeout=_JOIN_GRACE / len(self._threads))
-            self._meter.close() if self._meter else None
+            if self._meter is not None:
+                self._meter.close()
             limits.__exit__(None, None, None)
 
 

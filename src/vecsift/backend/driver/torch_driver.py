@@ -15,6 +15,7 @@ per tensor, which costs too much accuracy on outlier tokens (min cosine 0.971).
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -89,8 +90,23 @@ class TorchDriver(Driver[torch.Tensor]):
     def to_numpy(self, x: torch.Tensor) -> np.ndarray:
         return x.detach().to("cpu", torch.float32).numpy()
 
-    def _index(self, ids: np.ndarray) -> torch.Tensor:
+    def _index(self, ids: np.ndarray | torch.Tensor) -> torch.Tensor:
+        if isinstance(ids, torch.Tensor):  # already staged on the device by upload()
+            return ids.to(self.device)
         return torch.from_numpy(np.ascontiguousarray(ids)).to(self.device, non_blocking=True)
+
+    def upload(self, batch: TokenBatch) -> TokenBatch:
+        """CUDA: copy the token arrays to the device from pinned memory, asynchronously, on the ring's
+        producer thread, so the copy overlaps the previous batch's forward pass. CPU: nothing to do."""
+        if not self.is_gpu:
+            return batch
+
+        def staged(array: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(array).pin_memory().to(self.device, non_blocking=True)
+
+        return dataclasses.replace(batch, input_ids=staged(batch.input_ids),
+                                   position_ids=staged(batch.position_ids),
+                                   token_type_ids=staged(batch.token_type_ids))
 
     # -- primitives ---------------------------------------------------------------------
     def gather(self, table: torch.Tensor, ids: np.ndarray) -> torch.Tensor:
