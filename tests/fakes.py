@@ -52,3 +52,9 @@ class FakeBackend(EmbedBackend):
 
 def encodings_of_lengths(lengths: Sequence[int], offset: int = 1000) -> list[Encoding]:
     return [Encoding.from_ids(np.arange(offset + i, offset + i + n)) for i, n in enumerate(lengths)]
+
+
+def resident_bytes() -> int:
+    """This process's resident memory (Linux)."""
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * 4096

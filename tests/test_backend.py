@@ -7,6 +7,7 @@ import gc
 import numpy as np
 import pytest
 
+from fakes import resident_bytes
 from vecsift import EmbedBackend, Encoding, GenericBackend, detect_backends, load_backend
 from vecsift.backend.driver.numpy_driver import NumpyDriver
 from vecsift.errors import BackendError, EncodingError
@@ -50,21 +51,16 @@ def test_clone_shares_weights(backend, tokenizer):
     np.testing.assert_array_equal(clone.embed_batch(encodings), backend.embed_batch(encodings))
 
 
-def _resident_bytes() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * 4096
-
-
 def test_eight_clones_do_not_copy_the_weights(backend, tokenizer):
     weight_bytes = backend.weights.path.stat().st_size
     encodings = tokenizer.encode(["touch every weight once"])
     backend.embed_batch(encodings)  # page the weights in before measuring
     gc.collect()
-    before = _resident_bytes()
+    before = resident_bytes()
     clones = [backend.clone_backend() for _ in range(8)]
     for clone in clones:
         clone.embed_batch(encodings)
-    growth = _resident_bytes() - before
+    growth = resident_bytes() - before
     assert growth < weight_bytes, f"8 clones grew resident memory by {growth / 2**20:.0f} MiB"
 
 
@@ -172,3 +168,21 @@ def test_default_driver_rule(monkeypatch):
     assert default_driver("cpu", "fp32") == "torch"
     monkeypatch.setattr("vecsift.backend.loader.torch_installed", lambda: False)
     assert default_driver("cpu", "fp32") == "numpy"
+
+
+def test_without_torch_the_numpy_driver_serves_and_torch_requests_say_how_to_get_it(monkeypatch):
+    monkeypatch.setattr("vecsift.backend.loader.torch_installed", lambda: False)
+    assert load_backend().name() == "CPU (numpy)"
+    with pytest.raises(BackendError, match=r"no driver 'torch' for kind 'cpu' \(install the torch extra"):
+        load_backend(precision="bf16")
+
+
+def test_import_and_default_path_work_without_torch():
+    import subprocess
+    import sys
+
+    script = ("import sys; sys.modules['torch'] = None; import vecsift; e = vecsift.Embedder(); "
+              "print(e.embed(['x']).shape, e.backends[0].name())")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(1, 384) CPU (numpy)"

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from fakes import FakeBackend
+from fakes import FakeBackend, resident_bytes
 from vecsift import RING_SIZE, Encoding, GenericBackend, embed_distributed, embed_stream
 from vecsift.backend.driver.numpy_driver import NumpyDriver
 from vecsift.backend.token_batch import PackBuffers, TokenBatch
@@ -19,11 +19,6 @@ TIME_BOUND = 5.0  # seconds any failure may take to end a run
 
 def vecsift_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith(("vecsift", "backend")) and t.is_alive()]
-
-
-def _resident_bytes() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * 4096
 
 
 def varied(n: int, seed: int = 0) -> list[str]:
@@ -39,11 +34,11 @@ def test_memory_stays_bounded_over_100k_texts(tokenizer):
     for _vector in stream:
         count += 1
         if count == 10_000:
-            resident_at_10k = _resident_bytes()
+            resident_at_10k = resident_bytes()
         assert stream.pulled - stream.yielded <= stream.bound
     assert count == 100_000 and stream.yielded == 100_000
     assert 0 < stream.max_in_flight <= stream.bound
-    assert _resident_bytes() - resident_at_10k < 32 * 2**20  # no growth with the corpus
+    assert resident_bytes() - resident_at_10k < 32 * 2**20  # no growth with the corpus
     assert not vecsift_threads()
 
 

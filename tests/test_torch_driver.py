@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from conftest import reference_bert_vectors, reference_modernbert_hidden
+from fakes import resident_bytes
 from texts import varied_texts
 from vecsift import embed_distributed, load_backend, load_tokenizer
 from vecsift.backend.token_batch import TokenBatch
@@ -69,13 +70,11 @@ def test_clones_share_the_weights(torch_fp32, tokenizer):
     assert np.shares_memory(torch_fp32.arch.word_embeddings.numpy(), torch_fp32.weights._map)
     encodings = tokenizer.encode(["touch every weight"])
     torch_fp32.embed_batch(encodings)
-    with open("/proc/self/statm") as handle:
-        before = int(handle.read().split()[1]) * 4096
+    before = resident_bytes()
     clones = [torch_fp32.clone_backend() for _ in range(8)]
     for c in clones:
         c.embed_batch(encodings)
-    with open("/proc/self/statm") as handle:
-        growth = int(handle.read().split()[1]) * 4096 - before
+    growth = resident_bytes() - before
     assert growth < torch_fp32.weights.path.stat().st_size
 
 

@@ -16,11 +16,14 @@ from vecsift.models.resolve import DEFAULT_MODEL
 from vecsift.models.weights import SafetensorsWeights
 
 KINDS = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
 def torch_installed() -> bool:
-    return importlib.util.find_spec("torch") is not None
+    """Whether the optional torch dependency can be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def supported() -> dict[tuple[str, str], tuple[str, ...]]:
