@@ -157,7 +157,7 @@ class ModernBert(ModelArch):
             qkv = d.linear(normed, layer.qkv_w, layer.qkv_b)
             q, k, v = qkv[:, :h], qkv[:, h : 2 * h], qkv[:, 2 * h :]
             cos, sin = rope[layer.kind]
-            q, k = d.rope_(d.copy(q), cos, sin, self.num_heads), d.rope_(d.copy(k), cos, sin, self.num_heads)
+            q, k = d.rope_(q, cos, sin, self.num_heads), d.rope_(k, cos, sin, self.num_heads)
             window = self.window if layer.kind == LOCAL else None
             context = d.attention(q, k, v, batch, self.num_heads, window)
             x = d.linear(context, layer.out_w, layer.out_b, residual=x)
