@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from vecsift.cli.output import FORMATS, infer_format, open_writer, written_paths
+from vecsift.cli.output import FORMATS, infer_format, open_writer
 from vecsift.errors import UsageError, VecsiftError
 from vecsift.models.resolve import DEFAULT_MODEL
 from vecsift.sources import Record, check_paths, read_jsonl, read_lines, read_paths
@@ -97,7 +97,7 @@ def _embed(args: argparse.Namespace) -> int:
         for vector in stream:
             writer.write(ids.popleft(), vector)
     elapsed = max(time.perf_counter() - started, 1e-9)
-    written = written_paths(args.output, fmt)
+    written = writer.paths
     print(
         f"vecsift: embedded {writer.rows} texts ({stream.tokens} tokens, truncated at {embedder.max_tokens}) "
         f"with {args.model} on {', '.join(b.name() for b in embedder.backends)} in {elapsed:.2f} s: "

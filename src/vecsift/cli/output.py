@@ -68,9 +68,11 @@ def npy_header(rows: int, dim: int) -> bytes:
 class VectorWriter:
     """Receives (id, vector) pairs in order; ``rows`` counts them."""
 
-    def __init__(self, vectors: IO, ids: IO | None, fmt: str, dim: int) -> None:
+    def __init__(self, vectors: IO, ids: IO | None, fmt: str, dim: int, paths: list[str]) -> None:
         self._vectors, self._ids, self._fmt, self.dim = vectors, ids, fmt, dim
         self.rows = 0
+        #: the files this writer produces (empty for stdout)
+        self.paths = paths
         if fmt == "npy":
             vectors.write(b"\0" * _NPY_HEADER_BYTES)  # rewritten with the real shape at the end
 
@@ -97,23 +99,17 @@ def open_writer(output: str | None, fmt: str, dim: int) -> Iterator[VectorWriter
     if output is None or output == "-":
         if fmt == "npy":
             raise UsageError("the npy format needs an output file (-o vectors.npy)")
-        writer = VectorWriter(sys.stdout, None, fmt, dim)
+        writer = VectorWriter(sys.stdout, None, fmt, dim, [])
         yield writer
         sys.stdout.flush()
         return
     path = Path(output)
     if fmt == "jsonl":
         with atomic_file(path, "w") as handle:
-            writer = VectorWriter(handle, None, fmt, dim)
+            writer = VectorWriter(handle, None, fmt, dim, [str(path)])
             yield writer
         return
     with atomic_file(ids_path(path), "w") as ids_handle, atomic_file(path, "wb") as npy_handle:
-        writer = VectorWriter(npy_handle, ids_handle, fmt, dim)
+        writer = VectorWriter(npy_handle, ids_handle, fmt, dim, [str(path), str(ids_path(path))])
         yield writer
         writer.finish()
-
-
-def written_paths(output: str | None, fmt: str) -> list[str]:
-    if output is None or output == "-":
-        return []
-    return [output] if fmt == "jsonl" else [output, str(ids_path(Path(output)))]

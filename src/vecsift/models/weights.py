@@ -82,9 +82,6 @@ class SafetensorsWeights:
             entries[name] = (dtype, shape, data_start + begin, expected)
         return entries
 
-    def names(self) -> list[str]:
-        return list(self._entries)
-
     def __contains__(self, name: str) -> bool:
         return name in self._entries
 

@@ -27,7 +27,7 @@ from vecsift.scheduling.run_state import RunState
 from vecsift.scheduling.work_queue import WorkQueue, length_sorted_units
 from vecsift.scheduling.workers import make_workers
 
-_JOIN_GRACE = 1.0  # seconds given to threads to finish after a stop
+JOIN_GRACE = 1.0  # seconds given to threads to finish after a stop
 
 
 def default_workers() -> int:
@@ -82,7 +82,7 @@ def join_all(threads: Sequence[threading.Thread], state: RunState) -> None:
     except KeyboardInterrupt as interrupt:
         state.fail("interrupted", interrupt)
         for thread in threads:
-            thread.join(timeout=_JOIN_GRACE / max(1, len(threads)))
+            thread.join(timeout=JOIN_GRACE / max(1, len(threads)))
 
 
 class RowSink:

@@ -23,7 +23,7 @@ import numpy as np
 
 from vecsift.backend.contract import EmbedBackend
 from vecsift.errors import BackendError, EncodingError, UsageError
-from vecsift.scheduling.distributed import _JOIN_GRACE, check_arguments, single_threaded_kernels
+from vecsift.scheduling.distributed import JOIN_GRACE, check_arguments, single_threaded_kernels
 from vecsift.scheduling.progress import Progress, ProgressCallback
 from vecsift.scheduling.run_state import RunState
 from vecsift.scheduling.work_queue import WorkQueue, length_sorted_units
@@ -159,7 +159,7 @@ class EmbeddingStream(Iterator[np.ndarray]):
         finally:
             self._state.stop()
             for thread in self._threads:
-                thread.join(timeout=_JOIN_GRACE / len(self._threads))
+                thread.join(timeout=JOIN_GRACE / len(self._threads))
             if self._meter is not None:
                 self._meter.close()
             limits.__exit__(None, None, None)

@@ -66,9 +66,6 @@ class TensorLoader:
                 "it is not a checkpoint of this architecture or is missing tensors"
             )
 
-    def has(self, name: str) -> bool:
-        return self.prefix + name in self.weights
-
     def get(self, name: str, shape: tuple[int, ...]) -> Any:
         return self.driver.weight(self._float32(name, shape))
 
