@@ -66,7 +66,7 @@ def test_fp32_matches_sentence_transformers_and_numpy(torch_fp32, tokenizer, fp3
 def test_clones_share_the_weights(torch_fp32, tokenizer):
     clone = torch_fp32.clone_backend()
     assert clone.arch is torch_fp32.arch and clone.driver is not torch_fp32.driver
-    # Embeddings are views of the memory map; linear weights are transposed once at load, then shared.
+    # Embeddings are views of the memory map; the stacked QKV weights are one copy at load, then shared.
     assert np.shares_memory(torch_fp32.arch.word_embeddings.numpy(), torch_fp32.weights._map)
     encodings = tokenizer.encode(["touch every weight"])
     torch_fp32.embed_batch(encodings)
@@ -108,6 +108,60 @@ def test_int8_keeps_retrieval_quality(backend, tokenizer, fp32_reference):
     top = {name: np.argsort(-(queries[name] @ corpus[name].T), axis=1)[:, :10] for name in corpus}
     overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top["fp32"], top["int8"], strict=True)])
     assert overlap >= 0.9, overlap
+
+
+def test_per_token_quantization_stays_in_range():
+    """bf16 rounding of ``x / scale`` must never reach 128, which would wrap around to -128 in int8."""
+    from vecsift.backend.driver.torch_driver import quantize_per_token
+
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randn(4096, 384, generator=generator) * torch.logspace(-6, 6, 4096)[:, None]
+    rows[:8] = rows[:8, :1]  # rows whose every value is the row's maximum
+    rows[8] = 0.0  # an all-zero row (the padding-free batch never has one, but it must not be NaN)
+    # Within half a step of the true value, plus bf16's own rounding of x / scale (2^-9 of 127 steps).
+    for dtype, steps in ((torch.bfloat16, 0.5 + 127 * 2**-9 + 0.01), (torch.float32, 0.501)):
+        x = rows.to(dtype)
+        values, scale = quantize_per_token(x)
+        assert values.dtype == torch.int8 and int(values.abs().max()) <= 127
+        assert bool((values[8] == 0).all()) and bool(torch.isfinite(scale).all())
+        error = (values.float() * scale.float() - x.float()).abs()
+        assert bool((error <= steps * scale.float()).all())
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+def test_fused_linear_gelu_matches_the_unfused_one(precision):
+    """The bf16 path fuses bias and GELU into oneDNN's GEMM; every precision must equal gelu(linear)."""
+    from vecsift.backend.driver.torch_driver import TorchDriver
+
+    driver = TorchDriver("cpu", precision)
+    generator = torch.Generator().manual_seed(1)
+    weight = torch.randn(96, 48, generator=generator) * 0.2
+    bias = driver.weight(torch.randn(96, generator=generator).numpy())
+    x = torch.randn(300, 48, generator=generator).to(driver.dtype)
+    w = driver.linear_weight(weight.numpy())
+    fused = driver.linear_gelu(x, w, bias).float()
+    unfused = torch.nn.functional.gelu(driver.linear(x, w, bias).float())
+    exact = torch.nn.functional.gelu(x.float() @ weight.T + bias.float())
+    tolerance = {"fp32": 1e-5, "bf16": 0.05, "int8": 0.05}[precision]
+    assert fused.dtype == torch.float32 and (fused - unfused).abs().max() <= tolerance
+    assert (fused - exact).abs().max() <= 4 * tolerance
+
+
+def test_int8_without_onednn_says_why(monkeypatch):
+    import vecsift.backend.driver.torch_driver as torch_driver
+
+    monkeypatch.setattr(torch_driver, "_ONEDNN_INT8", False)
+    with pytest.raises(BackendError, match="int8 needs torch's oneDNN quantized linear"):
+        load_backend("cpu", precision="int8")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_modernbert_in_reduced_precision_stays_close(make_modernbert, precision):
+    directory = make_modernbert(every=2, window=16)
+    encodings = load_tokenizer(str(directory)).encode(varied_texts(40, seed=5))
+    fp32 = load_backend("cpu", str(directory), driver="torch").embed_batch(encodings)
+    reduced = load_backend("cpu", str(directory), precision=precision).embed_batch(encodings)
+    assert reduced.dtype == np.float32 and (reduced * fp32).sum(1).min() >= 0.99
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean", "max"])

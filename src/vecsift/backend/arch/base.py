@@ -73,6 +73,12 @@ class TensorLoader:
         """A linear layer's weight: the driver may keep it quantized."""
         return self.driver.linear_weight(self._float32(name, shape))
 
+    def stacked(self, names: tuple[str, ...], shape: tuple[int, ...], linear: bool = False) -> Any:
+        """Tensors of several layers that read the same input, stacked along the output axis: the
+        attention's query, key and value projections become one GEMM (one copy at load)."""
+        stack = np.concatenate([self._float32(name, shape) for name in names])
+        return self.driver.linear_weight(stack) if linear else self.driver.weight(stack)
+
     def _float32(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         full = self.prefix + name
         if full not in self.weights:

@@ -21,12 +21,8 @@ _EXACT_GELU = {"gelu", "gelu_python"}
 
 @dataclass(frozen=True)
 class _Layer:
-    query_w: Any
-    query_b: Any
-    key_w: Any
-    key_b: Any
-    value_w: Any
-    value_b: Any
+    qkv_w: Any  # query, key and value projections stacked: one GEMM
+    qkv_b: Any
     attn_out_w: Any
     attn_out_b: Any
     attn_norm_w: Any
@@ -72,14 +68,11 @@ class ClassicBert(ModelArch):
         self.layers = []
         for n in range(self.num_layers):
             p = f"encoder.layer.{n}."
+            projections = tuple(f"{p}attention.self.{part}." for part in ("query", "key", "value"))
             self.layers.append(
                 _Layer(
-                    query_w=load.linear(p + "attention.self.query.weight", (h, h)),
-                    query_b=load.get(p + "attention.self.query.bias", (h,)),
-                    key_w=load.linear(p + "attention.self.key.weight", (h, h)),
-                    key_b=load.get(p + "attention.self.key.bias", (h,)),
-                    value_w=load.linear(p + "attention.self.value.weight", (h, h)),
-                    value_b=load.get(p + "attention.self.value.bias", (h,)),
+                    qkv_w=load.stacked(tuple(q + "weight" for q in projections), (h, h), linear=True),
+                    qkv_b=load.stacked(tuple(q + "bias" for q in projections), (h,)),
                     attn_out_w=load.linear(p + "attention.output.dense.weight", (h, h)),
                     attn_out_b=load.get(p + "attention.output.dense.bias", (h,)),
                     attn_norm_w=load.get(p + "attention.output.LayerNorm.weight", (h,)),
@@ -100,18 +93,17 @@ class ClassicBert(ModelArch):
                 f"the model has {self.type_vocab_size} token types"
             )
         d = driver
+        h = self.dim
         x = d.gather(self.word_embeddings, batch.input_ids)
         d.add_(x, d.gather(self.position_embeddings, batch.position_ids))
         d.add_(x, d.gather(self.token_type_embeddings, batch.token_type_ids))
         x = d.layer_norm_(x, self.embed_norm_w, self.embed_norm_b, self.eps)
         for layer in self.layers:
-            q = d.linear(x, layer.query_w, layer.query_b)
-            k = d.linear(x, layer.key_w, layer.key_b)
-            v = d.linear(x, layer.value_w, layer.value_b)
-            context = d.attention(q, k, v, batch, self.num_heads)
+            qkv = d.linear(x, layer.qkv_w, layer.qkv_b)
+            context = d.attention(qkv[:, :h], qkv[:, h : 2 * h], qkv[:, 2 * h :], batch, self.num_heads)
             x = d.layer_norm_(d.linear(context, layer.attn_out_w, layer.attn_out_b, residual=x),
                               layer.attn_norm_w, layer.attn_norm_b, self.eps)
-            inner = d.gelu_(d.linear(x, layer.ffn_in_w, layer.ffn_in_b))
+            inner = d.linear_gelu(x, layer.ffn_in_w, layer.ffn_in_b)
             x = d.layer_norm_(d.linear(inner, layer.ffn_out_w, layer.ffn_out_b, residual=x),
                               layer.ffn_norm_w, layer.ffn_norm_b, self.eps)
         return x

@@ -75,6 +75,11 @@ class Driver(ABC, Generic[Tensor]):
     def linear(self, x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | None = None) -> Tensor:
         """``x @ weight.T + bias (+ residual)``: GEMM with transposed B, Hugging Face weight layout."""
 
+    def linear_gelu(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        """``gelu(x @ weight.T + bias)``, exact GELU: a driver whose GEMM can apply the GELU as it writes its
+        output overrides this and saves a pass over the widest activation of the model."""
+        return self.gelu_(self.linear(x, weight, bias))
+
     @abstractmethod
     def layer_norm_(self, x: Tensor, weight: Tensor, bias: Tensor | None, eps: float) -> Tensor:
         """Layer normalization over the last axis, in place where the driver can; returns the result."""
