@@ -3,7 +3,8 @@
 Both embed the same chunks of real Python source with the bundled
 all-MiniLM-L6-v2, truncated at the same length, in batches of the same size.
 Runs alternate between the two; medians over the repeats are reported with
-their ratio and the fraction of the fp32 GEMM roofline measured in this run.
+their ratio and the fraction of the matching GEMM roofline (fp32, bf16, int8)
+measured in this run.
 
     python benchmarks/throughput.py [--chunks 2000] [--repeats 3] [--write]
 """
@@ -31,20 +32,34 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def gemm_peak_gflops(workers: int) -> dict[str, float]:
-    """GEMM throughput per precision on MiniLM's FFN shape: NumPy fp32 with one single-threaded GEMM per
-    core; torch bf16 and int8 (``torch._int_mm``) with torch's own threads."""
+    """GEMM throughput per precision on MiniLM's FFN shape at the torch driver's sub-batch size, run the
+    way the CPU paths run (one single-threaded GEMM per worker, all at once), with the kernels each path
+    uses: fp32 the best of NumPy and torch; bf16 oneDNN's linear; int8 oneDNN's quantized linear (the
+    GEMM alone, without quantizing its input)."""
     import torch
 
-    x = np.random.default_rng(0).standard_normal((1024, 384), dtype=np.float32)
-    w = np.random.default_rng(1).standard_normal((1536, 384), dtype=np.float32)
-    flops = 2 * 1024 * 384 * 1536
-    reps = 60
+    from vecsift.backend.driver.torch_driver import TorchDriver, quantize_per_token
 
-    def work() -> None:
-        for _ in range(reps):
-            x @ w.T
+    rows, reps = 2048, 20
+    x = torch.randn(rows, 384, generator=torch.Generator().manual_seed(0))
+    w = torch.randn(1536, 384, generator=torch.Generator().manual_seed(1))
+    x_np, w_np, x_bf16, w_bf16 = x.numpy(), w.numpy(), x.bfloat16(), w.bfloat16()
+    int8_weight = TorchDriver("cpu", "int8").linear_weight(w_np)
+    int8_x, _ = quantize_per_token(x_bf16)
+    kernels = {
+        "numpy fp32": lambda: x_np @ w_np.T,
+        "fp32": lambda: torch.nn.functional.linear(x, w),
+        "bf16": lambda: torch.ops.mkldnn._linear_pointwise(x_bf16, w_bf16, None, "none", [], ""),
+        "int8": lambda: torch.ops.onednn.qlinear_pointwise(
+            int8_x, 1.0, 0, int8_weight.packed, int8_weight.scale, int8_weight.zero_points, None, 1.0, 0,
+            torch.bfloat16, "none", [], ""),
+    }
 
-    with threadpool_limits(1, user_api="blas"):
+    def rate(kernel: Callable[[], object]) -> float:
+        def work() -> None:
+            for _ in range(reps):
+                kernel()
+
         work()
         threads = [threading.Thread(target=work) for _ in range(workers)]
         start = time.perf_counter()
@@ -52,16 +67,16 @@ def gemm_peak_gflops(workers: int) -> dict[str, float]:
             t.start()
         for t in threads:
             t.join()
-        peaks = {"fp32": flops * reps * workers / (time.perf_counter() - start) / 1e9}
-    xt, wt = torch.from_numpy(x), torch.from_numpy(w).T.contiguous()
-    operands = {"bf16": (torch.matmul, xt.bfloat16(), wt.bfloat16()),
-                "int8": (torch._int_mm, xt.to(torch.int8), wt.to(torch.int8))}
-    for name, (mm, a, b) in operands.items():
-        mm(a, b)
-        start = time.perf_counter()
-        for _ in range(reps):
-            mm(a, b)
-        peaks[name] = flops * reps / (time.perf_counter() - start) / 1e9
+        return 2 * rows * 384 * 1536 * reps * workers / (time.perf_counter() - start) / 1e9
+
+    saved = torch.get_num_threads()
+    with threadpool_limits(1, user_api="blas"):
+        torch.set_num_threads(1)
+        try:
+            peaks = {name: rate(kernel) for name, kernel in kernels.items()}
+        finally:
+            torch.set_num_threads(saved)
+    peaks["fp32"] = max(peaks["fp32"], peaks.pop("numpy fp32"))
     return peaks
 
 
@@ -100,8 +115,9 @@ def main() -> None:
         e = Embedder(driver=driver, precision=precision, max_tokens=args.max_tokens, batch_size=args.batch_size)
         return e.embed
 
-    def run_stream(batch: list[str]) -> np.ndarray:
-        return np.stack(list(embedder.embed_stream(iter(batch))))
+    def streaming(driver: str) -> Callable[[list[str]], np.ndarray]:
+        e = Embedder(driver=driver, max_tokens=args.max_tokens, batch_size=args.batch_size)
+        return lambda batch: np.stack(list(e.embed_stream(iter(batch))))
 
     two_backends = [load_backend("cpu", driver="numpy"), load_backend("cpu", driver="numpy")]
 
@@ -114,9 +130,10 @@ def main() -> None:
         "sentence-transformers fp32": ("fp32", sentence_transformers("fp32")),
         "sentence-transformers bf16": ("bf16", sentence_transformers("bf16")),
         "vecsift numpy fp32": ("fp32", vecsift("numpy")),
-        "vecsift numpy fp32, streaming": ("fp32", run_stream),
+        "vecsift numpy fp32, streaming": ("fp32", streaming("numpy")),
         "vecsift numpy fp32, 2 backends × 1 worker": ("fp32", run_two_backends),
         "vecsift torch fp32": ("fp32", vecsift("torch")),
+        "vecsift torch fp32, streaming": ("fp32", streaming("torch")),
         "vecsift torch bf16": ("bf16", vecsift("torch", "bf16")),
         "vecsift torch int8": ("int8", vecsift("torch", "int8")),
     }
@@ -161,10 +178,14 @@ def main() -> None:
             f"| {name} | {median:.2f} | {len(texts) / median:.1f} | {tokens / median:.0f} | "
             f"{anchor_median / median:.2f} | {tokens / median / roofline[precision]:.0%} | {agreement[name]:.5f} |"
         )
-    if "vecsift numpy fp32, streaming" in runs and "vecsift numpy fp32" in runs:
-        stream_cost = statistics.median(runs["vecsift numpy fp32, streaming"]) / statistics.median(
-            runs["vecsift numpy fp32"]) - 1
-        lines += ["", f"Streaming costs {stream_cost:+.1%} against the batch path on the same texts."]
+    streaming_costs = []
+    for driver in ("numpy", "torch"):
+        batch, stream = f"vecsift {driver} fp32", f"vecsift {driver} fp32, streaming"
+        if batch in runs and stream in runs:
+            cost = statistics.median(runs[stream]) / statistics.median(runs[batch]) - 1
+            streaming_costs.append(f"Streaming ({driver}) costs {cost:+.1%} against the batch path on the same texts.")
+    if streaming_costs:
+        lines += ["", *streaming_costs]
     report = "\n".join(lines)
     print(report)
     if args.write:
