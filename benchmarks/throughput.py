@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).parent))
 from corpus import stdlib_chunks
 from machine import describe_machine, write_section
+from timing import alternate
 from vecsift import Embedder, embed_distributed, load_backend
 from vecsift.scheduling import default_workers
 
@@ -140,16 +142,12 @@ def main() -> None:
     if args.engines:
         wanted = [w.strip() for w in args.engines.split(",")]
         engines = {n: e for n, e in engines.items() if n == "sentence-transformers fp32" or any(w in n for w in wanted)}
-    runs: dict[str, list[float]] = {name: [] for name in engines}
     reference = engines["sentence-transformers fp32"][1](texts[:200])
     agreement = {}
     for name, (_, fn) in engines.items():
         agreement[name] = float((fn(texts[:200]) * reference).sum(axis=1).min())  # also the warm-up
-    for _ in range(args.repeats):
-        for name, (_, fn) in engines.items():
-            start = time.perf_counter()
-            fn(texts)
-            runs[name].append(time.perf_counter() - start)
+    runs, _ = alternate({name: partial(fn, texts) for name, (_, fn) in engines.items()}, args.repeats,
+                        warm_up=False)
 
     peaks = gemm_peak_gflops(default_workers())
     arch = embedder.backends[0].arch

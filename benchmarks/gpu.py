@@ -1,0 +1,122 @@
+"""GPU throughput: vecsift's CUDA backend vs sentence-transformers and transformers on the same GPU, same run.
+
+Two comparisons at one precision (default fp16), alternating runs, medians:
+all-MiniLM-L6-v2 on chunks of real source against sentence-transformers, and a
+ModernBERT-base-sized random checkpoint on mixed-length chunks against
+transformers' ``ModernBertModel`` (SDPA). vecsift runs through its ring
+pipeline (``Embedder(kind="cuda")``); the anchors through their own ``encode``
+or forward loop with the same batch size and max length.
+
+    python benchmarks/gpu.py [--precision fp16|bf16|fp32] [--chunks 2000] [--write]
+
+``--device cpu --precision bf16`` runs the same comparison on the CPU, which
+checks the script on a machine without a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from corpus import stdlib_chunks
+from machine import describe_machine, write_section
+from modernbert import TORCH_DTYPES, make_checkpoint, mixed_chunks, transformers_embedder
+from timing import alternate
+from vecsift import Embedder
+from vecsift.models import bundled_model_dir
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def table(runs: dict[str, list[float]], outputs: dict[str, object], tokens: int) -> list[str]:
+    """Rows for each engine against the first (the anchor): time, throughput, ratio, agreement."""
+    def unit(rows: object) -> np.ndarray:  # sentence-transformers normalizes in the model's dtype
+        rows = np.asarray(rows, dtype=np.float64)
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    anchor_name = next(iter(runs))
+    anchor, reference = statistics.median(runs[anchor_name]), unit(outputs[anchor_name])
+    lines = ["| engine | median s | tokens/s | × anchor | min cos vs anchor |", "|---|---|---|---|---|"]
+    for name, times in runs.items():
+        median = statistics.median(times)
+        agreement = float((unit(outputs[name]) * reference).sum(axis=1).min())
+        lines.append(f"| {name} | {median:.2f} | {tokens / median:.0f} | {anchor / median:.2f} | {agreement:.5f} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda", help="torch device of the anchors (vecsift: its kind)")
+    parser.add_argument("--precision", default="fp16", choices=sorted(TORCH_DTYPES))
+    parser.add_argument("--chunks", type=int, default=2000, help="MiniLM chunks")
+    parser.add_argument("--modernbert-chunks", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--write", action="store_true", help=f"write a section of {RESULTS.name}")
+    args = parser.parse_args()
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    kind = "cuda" if args.device.startswith("cuda") else "cpu"
+    p, size, limit = args.precision, args.batch_size, args.max_tokens
+    device_name = torch.cuda.get_device_name(args.device) if kind == "cuda" else "CPU"
+
+    texts = stdlib_chunks(args.chunks)
+    ours = Embedder(kind=kind, precision=p, batch_size=size, max_tokens=limit)
+    minilm_tokens = sum(len(e) for e in ours.tokenizer.encode(texts, max_tokens=limit))
+    anchor = SentenceTransformer(str(bundled_model_dir()), device=args.device,
+                                 model_kwargs={"dtype": getattr(torch, TORCH_DTYPES[p])})
+    anchor.max_seq_length = limit
+    minilm: dict[str, Callable[[], object]] = {
+        f"sentence-transformers {p}": lambda: anchor.encode(texts, batch_size=size, normalize_embeddings=True),
+        f"vecsift {kind} {p}": lambda: ours.embed(texts),
+    }
+    minilm_runs, minilm_outputs = alternate(minilm, args.repeats)
+
+    directory = Path(tempfile.mkdtemp(prefix="vecsift-modernbert-"))
+    try:
+        make_checkpoint(directory)
+        mixed = mixed_chunks(args.modernbert_chunks)
+        modern = Embedder(str(directory), kind=kind, precision=p, batch_size=size, max_tokens=limit)
+        encodings = modern.tokenizer.encode(mixed, max_tokens=limit)
+        batches = [encodings[i : i + size] for i in range(0, len(encodings), size)]
+        modernbert: dict[str, Callable[[], object]] = {
+            f"transformers ModernBertModel {p} (sdpa)": transformers_embedder(directory, batches, args.device, p),
+            f"vecsift {kind} {p}": lambda: modern.embed(mixed),
+        }
+        modern_runs, modern_outputs = alternate(modernbert, args.repeats)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+    lines = [
+        f"Device: {device_name}; host: {describe_machine()}. Batch {size}, max length {limit}, {p}; "
+        f"{args.repeats} timed runs each, alternating, after one warm-up.",
+        "",
+        f"all-MiniLM-L6-v2, {len(texts)} chunks of stdlib source, {minilm_tokens} tokens:",
+        "",
+        *table(minilm_runs, minilm_outputs, minilm_tokens),
+        "",
+        f"ModernBERT-base-sized (random weights), {len(mixed)} mixed-length chunks, "
+        f"{sum(len(e) for e in encodings)} tokens:",
+        "",
+        *table(modern_runs, modern_outputs, sum(len(e) for e in encodings)),
+    ]
+    report = "\n".join(lines)
+    print(report)
+    if args.write:
+        write_section(RESULTS, f"## GPU ({device_name}), {p}", f"python benchmarks/gpu.py --precision {p} --write",
+                      report)
+
+
+if __name__ == "__main__":
+    main()
