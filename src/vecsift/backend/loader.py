@@ -40,7 +40,7 @@ def default_driver(kind: str, precision: str) -> str:
     """The rule for ``driver=None``: the fastest driver here for that kind and precision.
 
     CUDA and every reduced precision: torch (the only driver that has them). CPU fp32:
-    torch when it is installed (fused attention and GELU: ~1.2× the NumPy driver on the
+    torch when it is installed (fused attention and GELU, MKL GEMMs: ~1.45× the NumPy driver on the
     development machine, see benchmarks/RESULTS.md), else NumPy.
     """
     if kind == "cuda" or precision != "fp32":
