@@ -128,12 +128,15 @@ def test_per_token_quantization_stays_in_range():
         assert bool((error <= steps * scale.float()).all())
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
-def test_fused_linear_gelu_matches_the_unfused_one(precision):
-    """The bf16 path fuses bias and GELU into oneDNN's GEMM; every precision must equal gelu(linear)."""
-    from vecsift.backend.driver.torch_driver import TorchDriver
+@pytest.mark.parametrize(("precision", "onednn"), [("fp32", True), ("bf16", True), ("bf16", False), ("int8", True)])
+def test_fused_linear_gelu_matches_the_unfused_one(monkeypatch, precision, onednn):
+    """The bf16 path fuses bias and GELU into oneDNN's GEMM (F.linear where torch lacks it); every
+    precision must equal gelu(linear)."""
+    import vecsift.backend.driver.torch_driver as torch_driver
 
-    driver = TorchDriver("cpu", precision)
+    monkeypatch.setattr(torch_driver, "_ONEDNN_LINEAR", onednn)
+    driver = torch_driver.TorchDriver("cpu", precision)
+    assert driver._onednn == (onednn and precision == "bf16")
     generator = torch.Generator().manual_seed(1)
     weight = torch.randn(96, 48, generator=generator) * 0.2
     bias = driver.weight(torch.randn(96, generator=generator).numpy())

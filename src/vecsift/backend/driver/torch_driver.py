@@ -32,16 +32,24 @@ from vecsift.errors import BackendError
 
 #: device → precisions this driver runs there
 PRECISIONS = {"cpu": ("fp32", "bf16", "int8"), "cuda": ("fp32", "bf16", "fp16")}
-#: activations between the int8 GEMMs: bf16 where oneDNN runs it natively (AVX512-BF16/AMX)
-_INT8_ACTIVATIONS = torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": _INT8_ACTIVATIONS}
+
+
+def _has_onednn_op(namespace: str, name: str) -> bool:
+    """Whether this torch build has oneDNN and the operator ``torch.ops.<namespace>.<name>``."""
+    return torch.backends.mkldnn.is_available() and hasattr(getattr(torch.ops, namespace), name)
+
+
 #: oneDNN's linear: GEMM, bias and GELU in one pass over the output, on AMX tiles; the CPU bf16 path
 #: whenever this torch build has it (``F.linear`` in bf16 is ~20% slower; in fp32 MKL's is as fast)
-_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+_ONEDNN_LINEAR = _has_onednn_op("mkldnn", "_linear_pointwise")
+#: the int8 path's GEMM: oneDNN's quantized linear (s8 activations × s8 weights)
+_ONEDNN_INT8 = _has_onednn_op("onednn", "qlinear_pointwise")
+#: activations between the int8 GEMMs: bf16 where oneDNN runs it natively (AVX512-BF16/AMX)
+_INT8_ACTIVATIONS = (torch.bfloat16 if _has_onednn_op("mkldnn", "_is_mkldnn_bf16_supported")
+                     and torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32)
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": _INT8_ACTIVATIONS}
 #: tokens per CPU forward call: the GEMM outputs of ~2k tokens stay in cache (at 8k, FFN GEMMs lose ~20%)
 _CPU_BATCH_TOKENS = 2048
-#: the int8 path's GEMM: oneDNN's quantized linear (s8 activations × s8 weights)
-_ONEDNN_INT8 = torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
 #: activation scales are amax/127 enlarged by this much, so that rounding of ``x / scale`` in bf16 can
 #: never reach 128 (which would wrap around in int8) and no clamp pass is needed
 _QUANT_MARGIN = 1 + 2**-6
@@ -79,7 +87,7 @@ class TorchDriver(Driver[torch.Tensor]):
         self.is_gpu = kind == "cuda"
         self.device_label = "CUDA" if self.is_gpu else "CPU"
         self.preferred_batch_tokens = 1 << 20 if self.is_gpu else _CPU_BATCH_TOKENS
-        self._onednn = _ONEDNN_LINEAR and not self.is_gpu and self.dtype == torch.bfloat16
+        self._onednn = _ONEDNN_LINEAR and not self.is_gpu and precision == "bf16"
 
     def clone(self) -> TorchDriver:
         return TorchDriver(str(self.device), self._precision)
