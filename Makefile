@@ -36,12 +36,15 @@ bench: $(STAMP)
 bench-modernbert: $(STAMP)
 	$(PY) benchmarks/modernbert.py
 
-## On a machine with an NVIDIA GPU (and a CUDA build of torch): the CUDA tests, then the GPU benchmarks.
-check-gpu: $(STAMP)
-	$(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'torch sees no CUDA device')"
-	$(PY) -m pytest -q -rs tests/test_torch_driver.py tests/test_stream.py -k cuda
-	$(PY) benchmarks/gpu.py --precision fp16 --write
-	$(PY) benchmarks/gpu.py --precision bf16 --write
+## On a GPU machine whose Python already has a CUDA build of torch, transformers, sentence-transformers
+## and the bundled model package (GPU_PY; no venv, the pins are for the CPU machine): the CUDA tests,
+## then the GPU benchmarks.
+GPU_PY ?= python3
+check-gpu:
+	PYTHONPATH=src $(GPU_PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device')"
+	PYTHONPATH=src $(GPU_PY) -m pytest -q -rs tests/test_torch_driver.py tests/test_stream.py -k cuda
+	PYTHONPATH=src $(GPU_PY) benchmarks/gpu.py --precision fp16 --write
+	PYTHONPATH=src $(GPU_PY) benchmarks/gpu.py --precision bf16 --write
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
