@@ -15,7 +15,6 @@ checks the script on a machine without a GPU.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import statistics
 import sys
@@ -29,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from corpus import stdlib_chunks
 from machine import describe_machine, write_section
 from modernbert import TORCH_DTYPES, make_checkpoint, mixed_chunks, transformers_embedder
-from timing import alternate
+from timing import alternate, benchmark_arguments
 from vecsift import Embedder
 from vecsift.models import bundled_model_dir
 
@@ -53,15 +52,10 @@ def table(runs: dict[str, list[float]], outputs: dict[str, object], tokens: int)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = benchmark_arguments(__doc__.splitlines()[0], RESULTS, chunks=2000, repeats=3, batch_size=128)
     parser.add_argument("--device", default="cuda", help="torch device of the anchors (vecsift: its kind)")
     parser.add_argument("--precision", default="fp16", choices=sorted(TORCH_DTYPES))
-    parser.add_argument("--chunks", type=int, default=2000, help="MiniLM chunks")
     parser.add_argument("--modernbert-chunks", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--write", action="store_true", help=f"write a section of {RESULTS.name}")
     args = parser.parse_args()
 
     import torch

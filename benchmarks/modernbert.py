@@ -12,7 +12,6 @@ only, so the padding share printed below is work it does not do.
 
 from __future__ import annotations
 
-import argparse
 import random
 import shutil
 import statistics
@@ -26,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from corpus import stdlib_chunks
 from machine import describe_machine, write_section
-from timing import alternate
+from timing import alternate, benchmark_arguments
 from vecsift import Embedder, Encoding
 from vecsift.models import bundled_model_dir
 
@@ -80,12 +79,7 @@ def transformers_embedder(directory: Path, batches: list[list[Encoding]], device
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--chunks", type=int, default=500)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--write", action="store_true", help=f"add the results to {RESULTS.name}")
+    parser = benchmark_arguments(__doc__.splitlines()[0], RESULTS, chunks=500, repeats=2, batch_size=32)
     args = parser.parse_args()
 
     import torch

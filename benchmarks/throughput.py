@@ -11,7 +11,6 @@ measured in this run.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import threading
@@ -26,7 +25,7 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).parent))
 from corpus import stdlib_chunks
 from machine import describe_machine, write_section
-from timing import alternate
+from timing import alternate, benchmark_arguments
 from vecsift import Embedder, embed_distributed, load_backend
 from vecsift.scheduling import default_workers
 
@@ -88,13 +87,8 @@ def flops_per_token(hidden: int, intermediate: int, layers: int, mean_length: fl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--chunks", type=int, default=2000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-tokens", type=int, default=256)
+    parser = benchmark_arguments(__doc__.splitlines()[0], RESULTS, chunks=2000, repeats=3, batch_size=32)
     parser.add_argument("--engines", default="", help="comma-separated parts of engine names to run (default: all)")
-    parser.add_argument("--write", action="store_true", help=f"write {RESULTS.name}")
     args = parser.parse_args()
 
     import torch

@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+
+def benchmark_arguments(description: str, results: Path, *, chunks: int, repeats: int,
+                        batch_size: int) -> argparse.ArgumentParser:
+    """The options every benchmark script takes; each adds its own to the parser it gets back."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--chunks", type=int, default=chunks)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--write", action="store_true", help=f"write this script's section of {results.name}")
+    return parser
 
 
 def alternate(engines: dict[str, Callable[[], object]], repeats: int, warm_up: bool = True
