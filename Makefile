@@ -41,10 +41,7 @@ bench-modernbert: $(STAMP)
 ## then the GPU benchmarks.
 GPU_PY ?= python3
 check-gpu:
-	PYTHONPATH=src $(GPU_PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA device')"
-	PYTHONPATH=src $(GPU_PY) -m pytest -q -rs tests/test_torch_driver.py tests/test_stream.py -k cuda
-	PYTHONPATH=src $(GPU_PY) benchmarks/gpu.py --precision fp16 --write
-	PYTHONPATH=src $(GPU_PY) benchmarks/gpu.py --precision bf16 --write
+	GPU_PY=$(GPU_PY) benchmarks/check_gpu.sh
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

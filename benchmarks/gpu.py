@@ -51,11 +51,23 @@ def table(runs: dict[str, list[float]], outputs: dict[str, object], tokens: int)
     return lines
 
 
+def print_profile(run: Callable[[], object], kind: str) -> None:
+    """Where one run's time goes: the operators by their own time on the device (CPU without a GPU)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if kind == "cuda" else [])]
+    with profile(activities=activities) as profiler:
+        run()
+    key = "self_cuda_time_total" if kind == "cuda" else "self_cpu_time_total"
+    print(profiler.key_averages().table(sort_by=key, row_limit=15), flush=True)
+
+
 def main() -> None:
     parser = benchmark_arguments(__doc__.splitlines()[0], RESULTS, chunks=2000, repeats=3, batch_size=128)
     parser.add_argument("--device", default="cuda", help="torch device of the anchors (vecsift: its kind)")
     parser.add_argument("--precision", default="fp16", choices=sorted(TORCH_DTYPES))
     parser.add_argument("--modernbert-chunks", type=int, default=1000)
+    parser.add_argument("--profile", action="store_true", help="also print torch's profile of one vecsift MiniLM run")
     args = parser.parse_args()
 
     import torch
@@ -76,6 +88,8 @@ def main() -> None:
         f"vecsift {kind} {p}": lambda: ours.embed(texts),
     }
     minilm_runs, minilm_outputs = alternate(minilm, args.repeats)
+    if args.profile:
+        print_profile(lambda: ours.embed(texts), kind)
 
     directory = Path(tempfile.mkdtemp(prefix="vecsift-modernbert-"))
     try:
@@ -94,7 +108,8 @@ def main() -> None:
 
     lines = [
         f"Device: {device_name}; host: {describe_machine()}. Batch {size}, max length {limit}, {p}; "
-        f"{args.repeats} timed runs each, alternating, after one warm-up.",
+        f"{args.repeats} timed runs each, alternating, after one warm-up. "
+        f"vecsift's attention: {ours.backends[0].driver.describe().get('attention', 'n/a')}.",
         "",
         f"all-MiniLM-L6-v2, {len(texts)} chunks of stdlib source, {minilm_tokens} tokens:",
         "",

@@ -10,6 +10,7 @@ import pytest
 from fakes import resident_bytes
 from vecsift import EmbedBackend, Encoding, GenericBackend, detect_backends, load_backend
 from vecsift.backend.driver.numpy_driver import NumpyDriver
+from vecsift.backend.loader import cuda_available
 from vecsift.errors import BackendError, EncodingError
 
 
@@ -129,7 +130,8 @@ def test_zero_vector_cannot_be_normalized():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"kind": "cuda"}, "no CUDA device"),
+        pytest.param({"kind": "cuda"}, "no CUDA device",
+                     marks=pytest.mark.skipif(cuda_available(), reason="this machine has a CUDA device")),
         ({"kind": "tpu"}, "unknown backend kind 'tpu'"),
         ({"driver": "onnx"}, "no driver 'onnx' for kind 'cpu'"),
         ({"precision": "int4"}, r"precision 'int4' is not supported .* cpu/numpy: \['fp32'\]"),
@@ -145,6 +147,12 @@ def test_unsupported_backend_requests(kwargs, message):
 def test_detect_backends_gives_the_cpu_backend_when_there_is_no_gpu(monkeypatch):
     monkeypatch.setattr("vecsift.backend.loader.cuda_available", lambda: False)
     assert [b.name() for b in detect_backends()] == ["CPU (torch)"]  # torch is installed with the test extra
+
+
+@pytest.mark.skipif(not cuda_available(), reason="no CUDA device on this machine")
+def test_detect_backends_uses_a_real_cuda_device():
+    backends = detect_backends()
+    assert [b.name() for b in backends] == ["CUDA (torch)"] and backends[0].is_gpu()
 
 
 def test_a_gpu_that_cannot_be_used_is_reported_and_cpu_is_used(monkeypatch):

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import reference_bert_vectors, reference_modernbert_hidden
 from fakes import resident_bytes
 from texts import varied_texts
-from vecsift import embed_distributed, load_backend, load_tokenizer
+from vecsift import Encoding, embed_distributed, load_backend, load_tokenizer
+from vecsift.backend.loader import DEFAULT_MODEL
 from vecsift.backend.token_batch import TokenBatch
 from vecsift.errors import BackendError
 
@@ -221,6 +225,39 @@ def test_cuda_without_a_gpu_says_why():
         load_backend(kind="cuda")
 
 
+def reference_varlen(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, window_size=(-1, -1)):
+    """What torch's varlen flash attention computes, per input with SDPA: the contract the GPU route relies on."""
+    assert q.shape[1:] == k.shape[1:] == v.shape[1:] and cu_seq_q is cu_seq_k and cu_seq_q.dtype == torch.int32
+    bounds = cu_seq_q.tolist()
+    assert max_q == max_k == max(b - a for a, b in pairwise(bounds))
+    out = torch.empty_like(q)
+    for a, b in pairwise(bounds):
+        offset = torch.arange(b - a)[None, :] - torch.arange(b - a)[:, None]  # key minus query position
+        left, right = (x if x >= 0 else b - a for x in window_size)
+        mask = (offset >= -left) & (offset <= right)
+        out[a:b] = F.scaled_dot_product_attention(*(x[a:b].transpose(0, 1) for x in (q, k, v)),
+                                                  attn_mask=mask).transpose(0, 1)
+    return out
+
+
+@pytest.mark.parametrize("model", ["bundled", "modernbert"])
+@pytest.mark.parametrize("route", ["varlen", "padded"])
+def test_gpu_attention_routes_give_the_cpu_result(make_modernbert, model, route):
+    """The CUDA-only routes, run here on the CPU: packed varlen attention (its kernel stood in for by
+    per-input SDPA) and one padded SDPA for a batch of many lengths (what a GPU does instead of a loop)."""
+    directory = str(make_modernbert(every=2, window=16)) if model == "modernbert" else DEFAULT_MODEL
+    encodings = load_tokenizer(directory).encode(varied_texts(40, seed=2), max_tokens=200)
+    want = load_backend("cpu", directory, driver="torch").embed_batch(encodings)
+    backend = load_backend("cpu", directory, driver="torch")
+    if route == "varlen":
+        backend.driver._varlen, backend.driver._varlen_window = reference_varlen, True
+    else:
+        backend.driver.is_gpu = True
+        backend.driver.upload = lambda batch: batch  # pinned staging needs a real GPU
+    assert len(TokenBatch.from_encodings(encodings).equal_length_runs()) > 10
+    assert np.abs(backend.embed_batch(encodings) - want).max() <= 1e-5
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_cuda_backend(tokenizer, fp32_reference, precision):
@@ -230,3 +267,42 @@ def test_cuda_backend(tokenizer, fp32_reference, precision):
     vectors = embed_distributed(tokenizer.encode(texts), [cuda])
     cosines = (vectors * fp32).sum(1)
     assert cosines.min() >= (0.99999 if precision == "fp32" else 0.996)
+
+
+def with_padding(encodings, pad: int = 3):
+    """The same inputs with ``pad`` masked-out tokens appended: batches no longer dense, so attention
+    takes the padded path with a key mask; the embeddings must not change."""
+    return [Encoding(np.concatenate([e.input_ids, np.zeros(pad, dtype=np.int64)]),
+                     np.concatenate([e.attention_mask, np.zeros(pad, dtype=np.int64)]),
+                     np.concatenate([e.token_type_ids, np.zeros(pad, dtype=np.int64)])) for e in encodings]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_masked_inputs_and_sharing_with_cpu(tokenizer, fp32_reference):
+    """Padded (masked) inputs on CUDA, and one run split between the CUDA backend and CPU workers."""
+    texts, fp32 = fp32_reference
+    cuda = load_backend(kind="cuda", precision="fp32")
+    masked = cuda.embed_batch(with_padding(tokenizer.encode(texts[:40])))
+    assert (masked * fp32[:40]).sum(1).min() >= 0.99999
+    shared = embed_distributed(tokenizer.encode(texts), [cuda, load_backend("cpu", driver="numpy")], batch_size=8)
+    assert (shared * fp32).sum(1).min() >= 0.99999
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_cuda_modernbert(make_modernbert, precision):
+    """ModernBERT on CUDA against transformers (fp32: per-token hidden states) and against CPU fp32,
+    with sequences longer than the sliding window, dense and masked."""
+    directory = make_modernbert(every=2, window=16)
+    encodings = load_tokenizer(str(directory)).encode(varied_texts(60, seed=3), max_tokens=500)
+    cuda = load_backend(kind="cuda", model=str(directory), precision=precision)
+    assert cuda.name() == "CUDA (torch)" if precision == "fp32" else cuda.name() == f"CUDA (torch, {precision})"
+    cpu = load_backend("cpu", str(directory), driver="torch").embed_batch(encodings)
+    for batch in (encodings, with_padding(encodings)):
+        vectors = cuda.embed_batch(batch)
+        assert vectors.dtype == np.float32
+        assert (vectors * cpu).sum(1).min() >= (0.99999 if precision == "fp32" else 0.99)
+    if precision == "fp32":
+        reference, mask = reference_modernbert_hidden(directory, encodings[:8])
+        hidden = cuda.arch.hidden_states(cuda.driver, cuda.driver.upload(TokenBatch.from_encodings(encodings[:8])))
+        assert np.abs(cuda.driver.to_numpy(hidden) - reference[mask == 1]).max() <= 1e-4

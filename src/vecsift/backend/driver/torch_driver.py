@@ -2,6 +2,7 @@
 
 Uses torch's fused kernels where they match the contract: scaled-dot-product
 attention (with a key-padding mask, and a band mask on sliding-window layers),
+on CUDA in fp16/bf16 variable-length flash attention over the packed batch,
 layer norm, exact GELU. Activations run in the compute precision; layer norms,
 softmax statistics and pooling accumulate in float32; the output is always
 float32 unit vectors.
@@ -18,7 +19,9 @@ tokens (min cosine 0.946–0.971 against 0.997 per token).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +58,16 @@ _CPU_BATCH_TOKENS = 2048
 _QUANT_MARGIN = 1 + 2**-6
 
 
+def _varlen_attention() -> tuple[Callable[..., torch.Tensor] | None, bool]:
+    """torch's variable-length flash attention (CUDA, fp16/bf16) and whether it takes a sliding window;
+    ``(None, False)`` on torch builds without it."""
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:
+        return None, False
+    return varlen_attn, "window_size" in inspect.signature(varlen_attn).parameters
+
+
 @dataclass(frozen=True)
 class Int8Weight:
     """A linear weight quantized per output channel: ``weight ≈ values * scale[:, None]``."""
@@ -88,6 +101,33 @@ class TorchDriver(Driver[torch.Tensor]):
         self.device_label = "CUDA" if self.is_gpu else "CPU"
         self.preferred_batch_tokens = 1 << 20 if self.is_gpu else _CPU_BATCH_TOKENS
         self._onednn = _ONEDNN_LINEAR and not self.is_gpu and precision == "bf16"
+        self._varlen, self._varlen_window, self.attention_kernel = None, False, "sdpa"
+        if self.is_gpu and self.dtype in (torch.float16, torch.bfloat16):
+            self._use_varlen_if_it_works()
+        self._cu_seqlens: tuple[np.ndarray | None, torch.Tensor | None] = (None, None)
+
+    def _use_varlen_if_it_works(self) -> None:
+        """Packed batches run attention in one flash kernel over all inputs (no padding, no loop over
+        lengths) where this torch and GPU have it; a probe against SDPA decides, once per driver."""
+        varlen, window = _varlen_attention()
+        if varlen is None:
+            self.attention_kernel = "sdpa (this torch has no varlen flash attention)"
+            return
+        generator = torch.Generator(self.device).manual_seed(0)
+        q, k, v = torch.randn(3, 8, 2, 32, generator=generator, device=self.device, dtype=self.dtype)
+        try:
+            got = varlen(q, k, v, torch.tensor([0, 3, 8], device=self.device, dtype=torch.int32),
+                         torch.tensor([0, 3, 8], device=self.device, dtype=torch.int32), 5, 5)
+        except RuntimeError as err:  # e.g. a GPU older than flash attention supports
+            self.attention_kernel = f"sdpa (varlen flash attention failed its probe: {err})"
+            return
+        want = torch.cat([F.scaled_dot_product_attention(*(x[a:b].transpose(0, 1)[None] for x in (q, k, v)))[0]
+                          .transpose(0, 1) for a, b in ((0, 3), (3, 8))])
+        if not torch.allclose(got.float(), want.float(), atol=1e-2):
+            self.attention_kernel = "sdpa (varlen flash attention disagreed with SDPA in its probe)"
+            return
+        self._varlen, self._varlen_window = varlen, window
+        self.attention_kernel = "varlen flash" + (" (sliding window too)" if window else " (global layers)")
 
     def clone(self) -> TorchDriver:
         return TorchDriver(str(self.device), self._precision)
@@ -195,14 +235,18 @@ class TorchDriver(Driver[torch.Tensor]):
 
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: TokenBatch, num_heads: int,
                   window: int | None = None) -> torch.Tensor:
-        if not batch.dense:
+        if batch.dense and self._varlen is not None and (window is None or self._varlen_window):
+            return self._varlen_attention(q, k, v, batch, num_heads, window)
+        runs = batch.equal_length_runs() if batch.dense else []
+        # A GPU pays per kernel launch: many runs of different lengths go as one padded, masked SDPA.
+        if not batch.dense or (self.is_gpu and len(runs) > 1):
             return self._padded_attention(q, k, v, batch, num_heads, window)
         # Runs of equal-length inputs are contiguous rows: SDPA on views, no padding, no key mask.
         _total, hidden = q.shape
         head_dim = hidden // num_heads
         out = torch.empty_like(q)
         bounds = batch.cu_seqlens.tolist()
-        for first, last, length in batch.equal_length_runs():
+        for first, last, length in runs:
             rows = slice(bounds[first], bounds[last])
 
             def heads(x: torch.Tensor, rows: slice = rows, n: int = last - first, length: int = length) -> torch.Tensor:
@@ -215,6 +259,18 @@ class TorchDriver(Driver[torch.Tensor]):
             context = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=band)
             out[rows] = context.transpose(1, 2).reshape(-1, hidden)
         return out
+
+    def _varlen_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: TokenBatch,
+                          num_heads: int, window: int | None) -> torch.Tensor:
+        """Every input of the packed batch in one flash kernel, rows as they are (strided views too)."""
+        total, hidden = q.shape
+        if self._cu_seqlens[0] is not batch.cu_seqlens:  # once per batch, not per layer
+            self._cu_seqlens = (batch.cu_seqlens, torch.from_numpy(batch.cu_seqlens.astype(np.int32)).to(self.device))
+        cu_seqlens, longest = self._cu_seqlens[1], int(batch.lengths.max())
+        extra = {} if window is None else {"window_size": (window, window)}
+        context = self._varlen(*(x.unflatten(1, (num_heads, hidden // num_heads)) for x in (q, k, v)),
+                               cu_seqlens, cu_seqlens, longest, longest, **extra)
+        return context.reshape(total, hidden)
 
     def _padded_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: TokenBatch,
                           num_heads: int, window: int | None) -> torch.Tensor:
@@ -265,7 +321,7 @@ class TorchDriver(Driver[torch.Tensor]):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "device": str(self.device), "torch": torch.__version__,
-                "torch_threads": torch.get_num_threads()}
+                "torch_threads": torch.get_num_threads(), "attention": self.attention_kernel}
 
 
 def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
