@@ -156,7 +156,10 @@ def test_detect_backends_uses_a_real_cuda_device():
 
 
 def test_a_gpu_that_cannot_be_used_is_reported_and_cpu_is_used(monkeypatch):
+    import torch
+
     monkeypatch.setattr("vecsift.backend.loader.cuda_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # present, but torch cannot use it
     with pytest.warns(UserWarning, match="CUDA device is present but no CUDA backend could be loaded"):
         backends = detect_backends()
     assert [b.name() for b in backends] == ["CPU (torch)"]

@@ -153,15 +153,15 @@ class ModernBert(ModelArch):
                 for kind, (cos, sin) in self.rope.items()}
         for layer in self.layers:
             normed = x if layer.attn_norm_w is None else \
-                d.layer_norm_(d.copy(x), layer.attn_norm_w, layer.attn_norm_b, self.eps)
+                d.layer_norm(x, layer.attn_norm_w, layer.attn_norm_b, self.eps)
             qkv = d.linear(normed, layer.qkv_w, layer.qkv_b)
-            q, k, v = qkv[:, :h], qkv[:, h : 2 * h], qkv[:, 2 * h :]
             cos, sin = rope[layer.kind]
-            q, k = d.rope_(q, cos, sin, self.num_heads), d.rope_(k, cos, sin, self.num_heads)
+            qk = d.rope_(qkv[:, : 2 * h], cos, sin, 2 * self.num_heads)  # q's heads and k's heads at once
+            q, k, v = qk[:, :h], qk[:, h:], qkv[:, 2 * h :]
             window = self.window if layer.kind == LOCAL else None
             context = d.attention(q, k, v, batch, self.num_heads, window)
             x = d.linear(context, layer.out_w, layer.out_b, residual=x)
-            normed = d.layer_norm_(d.copy(x), layer.mlp_norm_w, layer.mlp_norm_b, self.eps)
+            normed = d.layer_norm(x, layer.mlp_norm_w, layer.mlp_norm_b, self.eps)
             x = d.linear(d.geglu(d.linear(normed, layer.mlp_in_w, layer.mlp_in_b)), layer.mlp_out_w,
                          layer.mlp_out_b, residual=x)
         return d.layer_norm_(x, self.final_norm_w, self.final_norm_b, self.eps)

@@ -84,6 +84,10 @@ class Driver(ABC, Generic[Tensor]):
     def layer_norm_(self, x: Tensor, weight: Tensor, bias: Tensor | None, eps: float) -> Tensor:
         """Layer normalization over the last axis, in place where the driver can; returns the result."""
 
+    def layer_norm(self, x: Tensor, weight: Tensor, bias: Tensor | None, eps: float) -> Tensor:
+        """Layer normalization into a new tensor, ``x`` untouched (pre-norm layers keep ``x`` as residual)."""
+        return self.layer_norm_(self.copy(x), weight, bias, eps)
+
     @abstractmethod
     def gelu_(self, x: Tensor) -> Tensor:
         """Exact (erf) GELU, in place where the driver can; returns the result."""

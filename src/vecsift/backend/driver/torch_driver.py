@@ -214,9 +214,11 @@ class TorchDriver(Driver[torch.Tensor]):
                                                  None, 1.0, 0, x.dtype, "none", [], "")
         return out.mul_(scale) if bias is None else torch.addcmul(bias, out, scale)
 
-    def layer_norm_(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                    eps: float) -> torch.Tensor:
+    def layer_norm(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                   eps: float) -> torch.Tensor:
         return F.layer_norm(x, (x.shape[-1],), weight, bias, eps)  # accumulates in float32 for bf16/fp16
+
+    layer_norm_ = layer_norm  # torch's layer norm writes a new tensor anyway: no copy needed first
 
     def gelu_(self, x: torch.Tensor) -> torch.Tensor:
         return F.gelu(x)
@@ -226,12 +228,15 @@ class TorchDriver(Driver[torch.Tensor]):
         return F.gelu(activated) * gate
 
     def rope_(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: int) -> torch.Tensor:
+        """Into a new tensor, in the compute dtype (as transformers does): four passes, each half of the
+        rotation written in place of its output (a float32 detour costs a GPU more than the GEMMs)."""
         total, hidden = x.shape
-        heads = x.float().view(total, num_heads, 2, hidden // num_heads // 2)
-        first, second = heads[:, :, 0], heads[:, :, 1]
-        cos, sin = cos.float()[:, None, :], sin.float()[:, None, :]
-        rotated = torch.stack((first * cos - second * sin, second * cos + first * sin), dim=2)
-        return rotated.view(total, hidden).to(self.dtype)
+        first, second = x.unflatten(1, (num_heads, 2, hidden // num_heads // 2)).unbind(2)
+        cos, sin = cos[:, None, :], sin[:, None, :]
+        out = torch.empty((total, num_heads, 2, hidden // num_heads // 2), dtype=x.dtype, device=x.device)
+        torch.mul(first, cos, out=out[:, :, 0]).addcmul_(second, sin, value=-1)
+        torch.mul(second, cos, out=out[:, :, 1]).addcmul_(first, sin)
+        return out.view(total, hidden)
 
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: TokenBatch, num_heads: int,
                   window: int | None = None) -> torch.Tensor:
