@@ -227,7 +227,8 @@ def test_cuda_without_a_gpu_says_why():
 
 def reference_varlen(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, window_size=(-1, -1)):
     """What torch's varlen flash attention computes, per input with SDPA: the contract the GPU route relies on."""
-    assert q.shape[1:] == k.shape[1:] == v.shape[1:] and cu_seq_q is cu_seq_k and cu_seq_q.dtype == torch.int32
+    assert q.shape[1:] == k.shape[1:] == v.shape[1:] and cu_seq_q.dtype == torch.int32
+    assert torch.equal(cu_seq_q, cu_seq_k)
     bounds = cu_seq_q.tolist()
     assert max_q == max_k == max(b - a for a, b in pairwise(bounds))
     out = torch.empty_like(q)
@@ -238,6 +239,38 @@ def reference_varlen(q, k, v, cu_seq_q, cu_seq_k, max_q, max_k, window_size=(-1,
         out[a:b] = F.scaled_dot_product_attention(*(x[a:b].transpose(0, 1) for x in (q, k, v)),
                                                   attn_mask=mask).transpose(0, 1)
     return out
+
+
+def failing_varlen(*args, **kwargs):
+    raise RuntimeError("FlashAttention only supports Ampere GPUs or newer.")
+
+
+def scaled_varlen(*args, **kwargs):
+    return reference_varlen(*args, **kwargs) * 1.5
+
+
+@pytest.mark.parametrize(
+    ("kernel", "window", "expected"),
+    [
+        (None, False, "sdpa (this torch has no varlen flash attention)"),
+        (failing_varlen, True, "sdpa (varlen flash attention failed its probe: FlashAttention only supports Ampere"),
+        (scaled_varlen, True, "sdpa (varlen flash attention disagreed with SDPA in its probe)"),
+        (reference_varlen, False, "varlen flash (global layers)"),
+        (reference_varlen, True, "varlen flash (sliding window too)"),
+    ],
+)
+def test_varlen_probe_decides_the_attention_kernel(monkeypatch, kernel, window, expected):
+    """A GPU driver uses varlen flash attention only if torch has it and it agrees with SDPA on a probe;
+    otherwise it says why in ``describe()`` (``vecsift info``) and uses SDPA."""
+    import vecsift.backend.driver.torch_driver as torch_driver
+
+    monkeypatch.setattr(torch_driver, "_varlen_attention", lambda: (kernel, window))
+    driver = torch_driver.TorchDriver("cpu", "bf16")  # the probe itself runs wherever the driver does
+    assert driver._varlen is None and driver.describe()["attention"] == "sdpa"  # CPU drivers never probe
+    driver._use_varlen_if_it_works()
+    assert driver.describe()["attention"].startswith(expected)
+    uses_varlen = expected.startswith("varlen")
+    assert driver._varlen is (kernel if uses_varlen else None) and driver._varlen_window == (uses_varlen and window)
 
 
 @pytest.mark.parametrize("model", ["bundled", "modernbert"])

@@ -229,7 +229,7 @@ class TorchDriver(Driver[torch.Tensor]):
 
     def rope_(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: int) -> torch.Tensor:
         """Into a new tensor, in the compute dtype (as transformers does): four passes, each half of the
-        rotation written in place of its output (a float32 detour costs a GPU more than the GEMMs)."""
+        rotation written straight into its output (a float32 detour doubles the memory traffic)."""
         total, hidden = x.shape
         first, second = x.unflatten(1, (num_heads, 2, hidden // num_heads // 2)).unbind(2)
         cos, sin = cos[:, None, :], sin[:, None, :]
