@@ -87,6 +87,7 @@ def main() -> None:
     minilm: dict[str, Callable[[], object]] = {
         f"sentence-transformers {p}": lambda: anchor.encode(texts, batch_size=size, normalize_embeddings=True),
         f"vecsift {kind} {p}": lambda: ours.embed(texts),
+        f"vecsift {kind} {p}, streaming": lambda: np.stack(list(ours.embed_stream(texts))),
     }
     minilm_runs, minilm_outputs = alternate(minilm, args.repeats)
     if args.profile:
