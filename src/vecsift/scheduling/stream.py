@@ -27,10 +27,8 @@ from vecsift.scheduling.distributed import JOIN_GRACE, check_arguments, single_t
 from vecsift.scheduling.progress import Progress, ProgressCallback
 from vecsift.scheduling.run_state import RunState
 from vecsift.scheduling.work_queue import WorkQueue, length_sorted_units
-from vecsift.scheduling.workers import RING_SIZE, make_workers
+from vecsift.scheduling.workers import POLL_SECONDS, RING_SIZE, make_workers
 from vecsift.tokenizer import Tokenizer
-
-_POLL = 0.05
 
 
 class EmbeddingStream(Iterator[np.ndarray]):
@@ -101,7 +99,7 @@ class EmbeddingStream(Iterator[np.ndarray]):
                     raise EncodingError(f"text {self.pulled} is a {type(text).__name__}, not a str")
                 if not self._permits.acquire(blocking=False):
                     flush()
-                    while not self._permits.acquire(timeout=_POLL):
+                    while not self._permits.acquire(timeout=POLL_SECONDS):
                         if self._state.stopped.is_set():
                             return
                 with self._counts:
@@ -139,7 +137,7 @@ class EmbeddingStream(Iterator[np.ndarray]):
         try:
             while True:
                 try:
-                    indices, vectors = self._results.get(timeout=_POLL)
+                    indices, vectors = self._results.get(timeout=POLL_SECONDS)
                 except queue.Empty:
                     if self._state.error is not None:
                         break

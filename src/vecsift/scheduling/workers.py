@@ -28,7 +28,7 @@ from vecsift.scheduling.work_queue import WorkQueue
 RING_SIZE = 4
 #: units a GPU backend claims at once (GPU batches are GPU_CLAIM_UNITS × batch_size)
 GPU_CLAIM_UNITS = 4
-_POLL = 0.05  # seconds between checks of the stop flag while blocked
+POLL_SECONDS = 0.05  # seconds between checks of the stop flag while blocked
 
 Sink = Callable[[np.ndarray, np.ndarray, int], None]  # (indices, vectors, tokens)
 
@@ -61,16 +61,15 @@ class RingWorker:
 
     def __init__(self, backend: EmbedBackend, label: str, work: WorkQueue, state: RunState, sink: Sink) -> None:
         self.backend, self.label, self.work, self.state, self.sink = backend, label, work, state, sink
-        self.slots = [PackBuffers() for _ in range(RING_SIZE)]
         self._free: queue.Queue[PackBuffers] = queue.Queue()
-        for slot in self.slots:
-            self._free.put(slot)
+        for _ in range(RING_SIZE):
+            self._free.put(PackBuffers())
         self._ready: queue.Queue[tuple | None] = queue.Queue(maxsize=RING_SIZE)
 
     def _get(self, source: queue.Queue):
         while not self.state.stopped.is_set():
             try:
-                return source.get(timeout=_POLL)
+                return source.get(timeout=POLL_SECONDS)
             except queue.Empty:
                 continue
         return None
@@ -78,7 +77,7 @@ class RingWorker:
     def _put(self, item: tuple | None) -> None:
         while not self.state.stopped.is_set():
             try:
-                self._ready.put(item, timeout=_POLL)
+                self._ready.put(item, timeout=POLL_SECONDS)
                 return
             except queue.Full:
                 continue
