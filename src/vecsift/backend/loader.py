@@ -53,6 +53,8 @@ def _pick_driver(kind: str, driver: str | None, precision: str, device: str) -> 
         raise BackendError(f"unknown backend kind {kind!r}; choose one of {list(KINDS)}")
     kind = "cpu" if kind == "auto" else kind
     name = driver or default_driver(kind, precision)
+    if (kind, name, precision) == ("cpu", "numpy", "fp32") and device in ("auto", "cpu"):
+        return NumpyDriver()  # decided without `supported()`, which imports torch when it is installed
     table = supported()
     combos = ", ".join(f"{k}/{d}: {list(p)}" for (k, d), p in table.items())
     if (kind, name) not in table:

@@ -1,4 +1,5 @@
-"""`vecsift` command line: ``embed`` texts, files or JSONL; ``info`` about a model and backend."""
+"""`vecsift` command line: ``search``/``index``/``status`` a folder's code; ``embed`` texts, files or JSONL;
+``info`` about a model and backend."""
 
 from __future__ import annotations
 
@@ -10,22 +11,15 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from vecsift.cli.options import add_model_option, positive_int
 from vecsift.cli.output import FORMATS, infer_format, open_writer
+from vecsift.cli.search import add_search_commands, run_index, run_search, run_status
 from vecsift.errors import UsageError, VecsiftError
-from vecsift.models.resolve import DEFAULT_MODEL
 from vecsift.sources import Record, check_paths, read_jsonl, read_lines, read_paths
 
 
-def _positive(value: str) -> int:
-    number = int(value)
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {number}")
-    return number
-
-
 def _model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", "-m", default=DEFAULT_MODEL,
-                        help="model directory, bundled name or hub id (default: %(default)s)")
+    add_model_option(parser)
     parser.add_argument("--backend", default="cpu", choices=("auto", "cpu", "cuda"), help="hardware (default: cpu)")
     parser.add_argument("--driver", default=None, choices=("numpy", "torch"),
                         help="compute driver (default: the fastest available for the precision)")
@@ -34,8 +28,11 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vecsift", description="Embed text and source code with BERT-family models.")
+    parser = argparse.ArgumentParser(prog="vecsift",
+                                     description="Search code by meaning; embed text and source code with BERT-family "
+                                                 "models.")
     commands = parser.add_subparsers(dest="command", required=True)
+    add_search_commands(commands)
 
     embed = commands.add_parser("embed", help="embed files, directories, JSONL or stdin lines")
     embed.add_argument("inputs", nargs="*", help="files or directories ('-' or none: lines of stdin)")
@@ -46,9 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--format", choices=FORMATS, default=None, help="output format (default: from the suffix)")
     embed.add_argument("--chunk-lines", type=int, default=40,
                        help="split files into windows of this many lines; 0 embeds each file whole (default: 40)")
-    embed.add_argument("--batch-size", type=_positive, default=32)
-    embed.add_argument("--workers", type=_positive, default=None, help="CPU worker threads (default: cores)")
-    embed.add_argument("--max-tokens", type=_positive, default=None, help="truncate inputs to this many tokens")
+    embed.add_argument("--batch-size", type=positive_int, default=32)
+    embed.add_argument("--workers", type=positive_int, default=None, help="CPU worker threads (default: cores)")
+    embed.add_argument("--max-tokens", type=positive_int, default=None, help="truncate inputs to this many tokens")
     embed.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     _model_options(embed)
 
@@ -124,7 +121,8 @@ def _info(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return _embed(args) if args.command == "embed" else _info(args)
+        handler = {"embed": _embed, "info": _info, "search": run_search, "index": run_index, "status": run_status}
+        return handler[args.command](args)
     except VecsiftError as err:
         print(f"vecsift: error: {err}", file=sys.stderr)
         return 1

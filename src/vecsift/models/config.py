@@ -123,3 +123,30 @@ def load_model_files(model: str) -> ModelFiles:
         pooling=_pooling_from_sentence_transformers(directory),
         max_seq_length=max_seq_length,
     )
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """Texts put before queries and documents, as the model's sentence-transformers config asks."""
+
+    query: str = ""
+    document: str = ""
+
+
+def read_prompts(directory: Path) -> Prompts:
+    """``config_sentence_transformers.json``'s ``prompts``: the query prompt is ``query`` and the document
+    prompt ``document`` (or ``passage``); ``default_prompt_name`` fills in for a missing one. No file: none."""
+    path = directory / "config_sentence_transformers.json"
+    if not path.is_file():
+        return Prompts()
+    config = read_json(path)
+    prompts = config.get("prompts") if isinstance(config, dict) else None
+    if not isinstance(prompts, dict):
+        return Prompts()
+    default = prompts.get(config.get("default_prompt_name") or "", "")
+
+    def pick(*names: str) -> str:
+        value = next((prompts[n] for n in names if isinstance(prompts.get(n), str)), default)
+        return value if isinstance(value, str) else ""
+
+    return Prompts(query=pick("query"), document=pick("document", "passage", "corpus"))
