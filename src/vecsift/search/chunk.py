@@ -37,6 +37,7 @@ _ELIXIR_DEFINITIONS = {"def": "function", "defp": "function", "defmacro": "macro
                        "defmodule": "module", "defprotocol": "protocol", "defimpl": "impl",
                        "defguard": "function", "defdelegate": "function"}
 _FUNCTION_VALUES = {"arrow_function", "function_expression", "function", "generator_function"}
+_NAMESPACE_KINDS = frozenset({"module", "namespace"})  # their functions stay functions; a type's are methods
 _SWIFT_KINDS = {"struct": "struct", "enum": "enum", "extension": "extension", "actor": "class", "class": "class"}
 _MARKDOWN_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
@@ -111,8 +112,11 @@ def _name_of(node) -> str:
     return next((_text(c) for c in node.named_children if c.type in _IDENTIFIER_TYPES), "")
 
 
-def _definition(node, language: Language) -> tuple[str, str, object] | None:
-    """(kind, name, node whose members to look into) if ``node`` is a definition, else None."""
+def _definition(node, language: Language) -> tuple | None:
+    """(kind, name, node whose members to look into[, owner]) if ``node`` is a definition, else None.
+
+    ``owner`` qualifies a definition written outside its type (a Go method's receiver).
+    """
     if node.type in language.wrappers:
         for child in node.named_children:
             found = _definition(child, language)
@@ -150,6 +154,12 @@ def _go_type(node, kind: str):
     body = spec.child_by_field_name("type")
     shape = {"struct_type": "struct", "interface_type": "interface"}.get(body.type if body is not None else "", kind)
     return shape, _text(spec.child_by_field_name("name")), node
+
+
+def _go_method(node, kind: str):
+    receiver = node.child_by_field_name("receiver")
+    receiver_type = re.sub(r"^\(\s*(\w+\s+)?\*?|\)$", "", _text(receiver)).strip() if receiver is not None else ""
+    return kind, _name_of(node), node, receiver_type
 
 
 def _rust_impl(node, kind: str):
@@ -199,6 +209,7 @@ _SPECIAL = {
     ("cpp", "struct_specifier"): _c_tagged, ("cpp", "enum_specifier"): _c_tagged,
     ("cpp", "union_specifier"): _c_tagged, ("cpp", "class_specifier"): _c_tagged,
     ("go", "type_declaration"): _go_type,
+    ("go", "method_declaration"): _go_method,
     ("rust", "impl_item"): _rust_impl,
     ("swift", "class_declaration"): _swift_class,
     ("elixir", "call"): _elixir_call,
@@ -211,24 +222,26 @@ def _qualify(scope: str, name: str) -> str:
     return f"{scope}.{name}" if scope and name else scope or name
 
 
-def _collect(node, language: Language, scope: str, out: list[_Span]) -> None:
+def _collect(node, language: Language, scope: str, out: list[_Span], in_type: bool = False) -> None:
     """Definitions below ``node`` in pre-order: a container before its members."""
     for child in node.named_children:
         found = _definition(child, language)
         if found is None:
-            _collect(child, language, scope, out)
+            _collect(child, language, scope, out, in_type)
             continue
-        kind, name, inner = found
+        kind, name, inner, *owner = found
+        if kind == "function" and in_type:
+            kind = "method"
         start = child.start_point[0]
         previous = child.prev_named_sibling
         while previous is not None and "comment" in previous.type and previous.end_point[0] >= start - 1:
             start = previous.start_point[0]
             previous = previous.prev_named_sibling
         end = child.end_point[0] - (1 if child.end_point[1] == 0 and child.end_point[0] > start else 0)
-        qualified = _qualify(scope, name)
+        qualified = _qualify(_qualify(scope, owner[0]) if owner else scope, name)
         out.append(_Span(start, end, kind, name, qualified))
         if kind in CONTAINER_KINDS:
-            _collect(inner, language, qualified, out)
+            _collect(inner, language, qualified, out, kind not in _NAMESPACE_KINDS)
 
 
 def _runs(lines: list[str], spans: list[_Span]) -> Iterator[tuple[int, int, _Span | None]]:

@@ -201,7 +201,8 @@ class Index:
                 if complete and store.identity() == self._identity and \
                         compare(self.root, store, self.walk_options).count == 0:
                     return None
-        if not os.access(self.directory.parent if not self.directory.exists() else self.directory, os.W_OK):
+        existing = next(p for p in (self.directory, *self.directory.parents) if p.exists())
+        if not os.access(existing, os.W_OK):
             self.warn(f"the index folder {self.directory} is read-only: searching it as it is")
             return None
         self._make_directory()

@@ -35,6 +35,9 @@ from vecsift.search.store import IndexStore, StoredFile
 from vecsift.search.walk import Skipped, WalkedFile, WalkOptions, read_source, walk
 
 EMBED_STEP = 256  # chunks embedded and committed together
+# Unused cached vectors (kept so a branch switch back re-embeds nothing) are compacted away once they
+# outnumber the used ones and this many.
+COMPACT_MIN_ORPHANS = 1000
 CHARS_PER_TOKEN = 3.0  # budget for the first cut; code runs ~3.3 characters per token (2.2 at the densest)
 HEADER_TOKENS = 24  # room for the header (path, kind, scope) before the code
 Embed = Callable[[list[str]], np.ndarray]
@@ -163,7 +166,7 @@ class Refresher:
             generation = int(self.store.meta("generation") or 0) + (1 if changes.count else 0)
             self.store.set_meta(complete=1, last_refresh=time.time(), generation=generation)
             orphans, used = self.store.orphan_vectors()
-            if orphans > max(used, 1000):
+            if orphans > max(used, COMPACT_MIN_ORPHANS):
                 self.store.compact_vectors()
         self.store.remove_retired()
         summary.files_added = len(changes.added)

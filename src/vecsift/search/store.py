@@ -163,7 +163,10 @@ class IndexStore:
         except (KeyError, ValueError) as err:
             raise IndexCorruptError(f"{self.path} has damaged metadata ({err}); {RECOVERY}") from err
         if meta.get("vector_file"):
-            vector_file.check(self.directory / meta["vector_file"], dim, rows)
+            try:
+                vector_file.check(self.directory / meta["vector_file"], dim, rows)
+            except IndexCorruptError as err:
+                raise IndexCorruptError(f"{err}; {RECOVERY}") from err
 
     def integrity_check(self) -> None:
         """SQLite's own page-level check (reads the whole database); raises :class:`IndexCorruptError`."""
@@ -340,7 +343,10 @@ class IndexStore:
         name = self.meta("vector_file")
         if not name:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return vector_file.read(self.directory / name, self.dim, self.vector_rows)
+        try:
+            return vector_file.read(self.directory / name, self.dim, self.vector_rows)
+        except IndexCorruptError as err:
+            raise IndexCorruptError(f"{err}; {RECOVERY}") from err
 
     # -- reading for search ----------------------------------------------------------------------
 
