@@ -452,3 +452,31 @@ def test_vector_rows_round_trip(tmp_path):
     rows = vector_file_module.append(path, 4, 2, np.full((1, 4), 7, np.float32))  # cuts the uncommitted third row
     assert rows == 3
     assert np.array_equal(vector_file_module.read(path, 4, 3), np.vstack([np.eye(4)[:2], np.full((1, 4), 7)]))
+
+
+def test_watch_refreshes_after_a_change_and_stops_when_asked(repo):
+    from vecsift.search.watch import watch
+
+    summaries = []
+    built, refreshed, stop = threading.Event(), threading.Event(), threading.Event()
+
+    def on_refresh(summary):
+        summaries.append(summary)
+        (refreshed if built.is_set() else built).set()
+
+    with open_index(repo) as index:
+        thread = threading.Thread(target=watch, args=(index,),
+                                  kwargs={"on_refresh": on_refresh, "stop": stop, "debounce_ms": 100})
+        thread.start()
+        try:
+            assert built.wait(60)  # the first refresh builds the index, then the watcher listens
+            stop.wait(0.5)
+            (repo / "watched.py").write_text("def newly_watched_function():\n    return 42\n")
+            assert refreshed.wait(60)
+        finally:
+            stop.set()
+            thread.join(30)
+        assert not thread.is_alive()
+        assert summaries[0].files_added == len(list(FIXTURES.iterdir()))
+        assert (summaries[1].files_added, summaries[1].chunks_embedded) == (1, 1)
+        assert index.search("newly watched function", top_k=1, refresh=False)[0].path == "watched.py"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vecsift.cli.options import add_model_option, positive_int
 from vecsift.cli.output import FORMATS, infer_format, open_writer
-from vecsift.cli.search import add_search_commands, run_index, run_search, run_status
+from vecsift.cli.search import add_search_commands, run_index, run_search, run_status, run_watch
 from vecsift.errors import UsageError, VecsiftError
 from vecsift.sources import Record, check_paths, read_jsonl, read_lines, read_paths
 
@@ -121,7 +121,8 @@ def _info(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        handler = {"embed": _embed, "info": _info, "search": run_search, "index": run_index, "status": run_status}
+        handler = {"embed": _embed, "info": _info, "search": run_search, "index": run_index, "status": run_status,
+                   "watch": run_watch}
         return handler[args.command](args)
     except VecsiftError as err:
         print(f"vecsift: error: {err}", file=sys.stderr)

@@ -15,6 +15,7 @@ from vecsift.search.rank import MODES
 from vecsift.search.walk import DEFAULT_MAX_FILE_SIZE
 
 SNIPPET_LINES = 4
+STATUS_KEYS = ("root", "index_dir", "model", "files", "chunks", "bytes", "last_refresh", "stale_files")
 
 
 def _index_options(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +60,10 @@ def add_search_commands(commands: Any) -> None:
     index.add_argument("--verbose", "-v", action="store_true", help="list skipped files")
     _index_options(index)
 
+    watch = commands.add_parser("watch", help="keep the index of a folder fresh while files change (Ctrl-C stops)")
+    watch.add_argument("path", nargs="?", default=".", help="folder to watch (default: .)")
+    _index_options(watch)
+
     status = commands.add_parser("status", help="what the index of a folder holds and how fresh it is")
     status.add_argument("path", nargs="?", default=".", help="indexed folder (default: .)")
     status.add_argument("--json", action="store_true", help="print JSON")
@@ -82,10 +87,22 @@ def run_index(args: argparse.Namespace) -> int:
             print(f"vecsift: skipped {path}: {reason}", file=sys.stderr)
     if args.json:
         keys = ("files_added", "files_changed", "files_removed", "chunks_embedded", "chunks_reused", "seconds")
-        print(json.dumps({k: summary.as_dict()[k] for k in keys} | {"files_skipped": summary.files_skipped}))
+        print(json.dumps({k: summary.as_dict()[k] for k in keys}))
     else:
         print(f"vecsift: {summary.line()}" + (f" (rebuilt: {summary.rebuilt})" if summary.rebuilt else ""),
               file=sys.stderr)
+    return 0
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    from vecsift.search.watch import watch
+
+    with _open_index(args) as index:
+        print(f"vecsift: watching {index.root} (index at {index.directory}); Ctrl-C stops", file=sys.stderr)
+        try:
+            watch(index, on_refresh=lambda summary: print(f"vecsift: {summary.line()}", file=sys.stderr))
+        except KeyboardInterrupt:
+            print("vecsift: stopped watching; the index is up to date as of the last refresh", file=sys.stderr)
     return 0
 
 
@@ -93,7 +110,7 @@ def run_status(args: argparse.Namespace) -> int:
     with _open_index(args) as index:
         facts = index.status()
     if args.json:
-        print(json.dumps(facts))
+        print(json.dumps({k: facts[k] for k in STATUS_KEYS}))
     else:
         width = max(len(k) for k in facts)
         for key, value in facts.items():
@@ -103,9 +120,11 @@ def run_status(args: argparse.Namespace) -> int:
 
 def run_search(args: argparse.Namespace) -> int:
     from vecsift.errors import UsageError
+    from vecsift.search.index import check_search_arguments
 
     if args.content and not args.json:
         raise UsageError("--content goes with --json")
+    check_search_arguments(args.query, args.top_k, args.mode, args.lang)
     with _open_index(args) as index:
         if not args.no_refresh:
             summary = index.ensure_fresh(progress=True)
@@ -113,6 +132,10 @@ def run_search(args: argparse.Namespace) -> int:
                 print(f"vecsift: index refreshed: {summary.line()}", file=sys.stderr)
         results = index.search(args.query, top_k=args.top_k, mode=args.mode, threshold=args.threshold,
                                languages=args.lang, globs=tuple(args.glob), refresh=False)
+        if not results and index.status()["files"] == 0:
+            print(f"vecsift: no indexable files under {index.root} (see `vecsift index -v` for what was skipped)",
+                  file=sys.stderr)
+            return 1
     if not results:
         print("vecsift: no results", file=sys.stderr)
         return 0

@@ -67,6 +67,16 @@ def _check_top_k(top_k: int) -> int:
     return top_k
 
 
+def check_search_arguments(query: str, top_k: int, mode: str,
+                           languages: str | Sequence[str] | None) -> frozenset[str] | None:
+    """Validate a search before any work is done; the languages it names (None: all)."""
+    if not isinstance(query, str) or not query.strip():
+        raise UsageError("the query is empty; give some words or code to search for")
+    _check_top_k(top_k)
+    rank.check_mode(mode)
+    return parse_languages(languages)
+
+
 class Index:
     """The search index of one root folder (see the module docstring)."""
 
@@ -232,11 +242,7 @@ class Index:
                languages: str | Sequence[str] | None = None, globs: Sequence[str] = (),
                refresh: bool = True) -> list[SearchResult]:
         """The ``top_k`` best chunks for ``query``; refreshes changed files first unless ``refresh=False``."""
-        if not isinstance(query, str) or not query.strip():
-            raise UsageError("the query is empty; give some words or code to search for")
-        _check_top_k(top_k)
-        rank.check_mode(mode)
-        chosen_languages = parse_languages(languages)
+        chosen_languages = check_search_arguments(query, top_k, mode, languages)
         if refresh:
             self.ensure_fresh()
         store = self._open_reader()
