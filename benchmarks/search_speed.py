@@ -1,0 +1,247 @@
+"""Search speed: index build against `Embedder.embed` on the same chunks, refreshes, query latency, cold CLI.
+
+Rows (medians of several runs, one machine, one run of this script):
+
+- build: the full stdlib tree (≥ 2,000 files) indexed from scratch, end to end (walk, read, chunk,
+  embed, store), against ``Embedder.embed`` on exactly the texts the index embedded; and walk + read +
+  chunk alone, as a share of the embedding time;
+- refresh with nothing changed; one file edited, then refresh and search;
+- warm query latency through ``Index.search`` on the stdlib index and on synthetic indexes of 10k and
+  200k chunks (random unit vectors, real code text for the keyword index);
+- ``vecsift search`` in a fresh process on an up-to-date index of this repository, and where its
+  time goes; size on disk per chunk and the search process's peak memory.
+
+    python -m benchmarks.search_speed [--write] [--repeats 5] [--skip-build]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.machine import describe_machine, write_section
+from vecsift.search import Index
+from vecsift.search.chunk import chunk_text, embedding_text
+from vecsift.search.code_tokens import index_text
+from vecsift.search.store import IndexStore
+from vecsift.search.walk import WalkOptions, read_source, walk
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+REPO = Path(__file__).resolve().parent.parent
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+QUERIES = ["parse command line arguments", "retry a failed connection", "read a zip archive", "lru cache",
+           "format a date as ISO 8601", "walk a directory tree", "escape html entities", "HTTPConnection request"]
+
+
+def median_ms(samples: list[float]) -> str:
+    return f"{statistics.median(samples) * 1000:.1f} ms"
+
+
+def percentile(samples: list[float], q: float) -> float:
+    return float(np.percentile(np.array(samples), q))
+
+
+def time_queries(index: Index, repeats: int) -> list[float]:
+    for query in QUERIES:  # warm: model loaded, chunk table cached
+        index.search(query, refresh=False)
+    samples = []
+    for _ in range(repeats):
+        for query in QUERIES:
+            started = time.perf_counter()
+            index.search(query, refresh=False)
+            samples.append(time.perf_counter() - started)
+    return samples
+
+
+def stdlib_rows(work: Path, repeats: int, lines: list[str]) -> None:
+    tree = work / "stdlib"
+    shutil.copytree(STDLIB, tree, ignore=shutil.ignore_patterns("site-packages", "__pycache__"))
+    files = list(walk(tree.resolve(), WalkOptions()))
+    index = Index(tree, index_dir=work / "indexes", warn=lambda m: None)
+    started = time.perf_counter()
+    summary = index.refresh()
+    build = time.perf_counter() - started
+    lines.append(f"Tree: the standard library of Python {sys.version.split()[0]}, {len(files)} files indexed "
+                 f"({summary.files_skipped} skipped), {summary.chunks_embedded} chunks embedded in "
+                 f"{index.precision}.")
+
+    # The same work without the index: walk + read + chunk alone, then embed exactly those texts.
+    started = time.perf_counter()
+    texts: list[str] = []
+    for file in walk(tree.resolve(), WalkOptions()):
+        _, text, _ = read_source(file)
+        if text is not None:
+            for chunk in chunk_text(file.path, text, 700):
+                texts.append(embedding_text(chunk))
+                index_text(chunk.text)
+    chunking = time.perf_counter() - started
+    unique = list(dict.fromkeys(texts))
+    embedder = index._embedder  # the index's own engine, already loaded
+    started = time.perf_counter()
+    embedder.embed(unique)
+    embedding = time.perf_counter() - started
+    lines += [
+        "", "| step | seconds | chunks/s | vs Embedder.embed |", "|---|---|---|---|",
+        f"| index build, end to end | {build:.1f} | {summary.chunks_embedded / build:.1f} | {build / embedding:.3f}× |",
+        f"| Embedder.embed on the same {len(unique)} texts | {embedding:.1f} | {len(unique) / embedding:.1f} | 1.000× |",
+        f"| walk + read + chunk + keyword tokens alone | {chunking:.1f} | — | {chunking / embedding:.3f}× |", ""]
+
+    noop = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        index.refresh()
+        noop.append(time.perf_counter() - started)
+    target = tree / "textwrap.py"
+    original = target.read_text()
+    edit = []
+    for round_ in range(repeats):
+        target.write_text(original.replace("def dedent(text):", f"def dedent(text):  # edit {round_}"))
+        started = time.perf_counter()
+        index.search("remove common leading whitespace", top_k=5)  # refreshes first
+        edit.append(time.perf_counter() - started)
+    target.write_text(original)
+    index.refresh()
+    latency = time_queries(index, repeats)
+    store = IndexStore(index.directory, writable=False)
+    with store.read():
+        chunks = store.counts()["chunks"]
+    size = store.size_on_disk()
+    store.close()
+    lines += ["| operation | median | samples |", "|---|---|---|",
+              f"| refresh, nothing changed ({len(files)} files stat'ed) | {median_ms(noop)} | {len(noop)} |",
+              f"| edit one file, then `search` (refresh + query) | {median_ms(edit)} | {len(edit)} |",
+              f"| warm query, {chunks} chunks: p50 / p95 | {percentile(latency, 50) * 1000:.1f} / "
+              f"{percentile(latency, 95) * 1000:.1f} ms | {len(latency)} |", "",
+              f"Index size: {size / 1e6:.1f} MB for {chunks} chunks, {size / chunks / 1024:.2f} KiB per chunk "
+              f"(SQLite with the chunk texts and the FTS5 index, plus {index._dim() * 4} bytes of float32 vector).",
+              ""]
+    index.close()
+
+
+def synthetic_index(work: Path, chunks: int, source_lines: list[str]) -> Index:
+    """An index of ``chunks`` chunks with real code lines as text and random unit vectors (no embedding)."""
+    root = work / f"synthetic-{chunks}"
+    root.mkdir()
+    index = Index(root, index_dir=work / "indexes", precision="fp32", warn=lambda m: None)
+    index._make_directory()
+    store = IndexStore(index.directory, writable=True)
+    dim = index._dim()
+    rng = np.random.default_rng(0)
+    per_file = 20
+    from vecsift.search.chunk import Chunk
+
+    with store.write():
+        store.reset(index._identity, dim)
+    for first in range(0, chunks, 10_000):
+        count = min(10_000, chunks - first)
+        vectors = rng.standard_normal((count, dim)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        with store.write():
+            hashes = [f"h{first + i}" for i in range(count)]
+            store.add_vectors(hashes, vectors)
+            for file_start in range(0, count, per_file):
+                entries = []
+                path = f"pkg{(first + file_start) // 1000}/module_{first + file_start}.py"
+                for i in range(file_start, min(file_start + per_file, count)):
+                    text = "\n".join(source_lines[(first + i) * 7 % len(source_lines):][:12])
+                    chunk = Chunk(path, "python", i * 10 + 1, i * 10 + 10, "function", f"f{i}", f"f{i}", text)
+                    entries.append((chunk, hashes[i], index_text(text), f"f{i}", index_text(path)))
+                store.put_file(path, 0, 0, f"c{first + file_start}", "python", None, entries)
+    with store.write():
+        store.set_meta(complete=1, last_refresh=time.time(), generation=1)
+    store.close()
+    return index
+
+
+def scale_rows(work: Path, repeats: int, lines: list[str]) -> None:
+    source_lines = [line for path in sorted(STDLIB.glob("*.py"))[:200]
+                    for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    lines += ["| synthetic index | build (no embedding) | query p50 | query p95 | samples |", "|---|---|---|---|---|"]
+    for chunks in (10_000, 200_000):
+        started = time.perf_counter()
+        index = synthetic_index(work, chunks, source_lines)
+        built = time.perf_counter() - started
+        samples = time_queries(index, repeats)
+        lines.append(f"| {chunks} chunks, random unit vectors | {built:.0f} s | {percentile(samples, 50) * 1000:.1f} ms "
+                     f"| {percentile(samples, 95) * 1000:.1f} ms | {len(samples)} |")
+        index.close()
+    lines.append("")
+
+
+def cold_cli_rows(work: Path, repeats: int, lines: list[str]) -> None:
+    index_dir = work / "cli-indexes"
+    command = [sys.executable, "-m", "vecsift", "search", "where is the index refreshed", str(REPO), "--json",
+               "--index-dir", str(index_dir)]
+    subprocess.run([sys.executable, "-m", "vecsift", "index", str(REPO), "--index-dir", str(index_dir)],
+                   check=True, capture_output=True)
+    walls = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        walls.append(time.perf_counter() - started)
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    profile = subprocess.run([sys.executable, "-X", "importtime", "-c", "import vecsift.cli.main"],
+                             capture_output=True, text=True).stderr
+    imports = sum(int(line.split("|")[1]) for line in profile.splitlines()
+                  if line.startswith("import time:") and line.split("|")[2].strip() == "vecsift.cli.main") / 1e6
+    phases = subprocess.run([sys.executable, "-c", _PHASES, str(REPO), str(index_dir)], check=True,
+                            capture_output=True, text=True).stdout
+    steps = json.loads(phases)
+    lines += ["| `vecsift search` in a fresh process, up-to-date index of this repository | median |",
+              "|---|---|",
+              f"| wall, {repeats} runs | {median_ms(walls)} |",
+              f"| of which importing vecsift's CLI | {imports * 1000:.0f} ms |"]
+    lines += [f"| of which {name} | {seconds * 1000:.0f} ms |" for name, seconds in steps.items()]
+    lines += ["", f"Peak memory of those search processes: {peak_kb / 1024:.0f} MiB.", ""]
+
+
+_PHASES = """
+import json, sys, time
+t = time.perf_counter()
+from vecsift.search import Index
+index = Index(sys.argv[1], index_dir=sys.argv[2], warn=lambda m: None)
+steps = {"opening the index": time.perf_counter() - t}
+t = time.perf_counter(); index.ensure_fresh(); steps["freshness check (walk + stat)"] = time.perf_counter() - t
+t = time.perf_counter(); index._encoder._load(); steps["loading the model (NumPy driver)"] = time.perf_counter() - t
+t = time.perf_counter(); index.search("where is the index refreshed", refresh=False)
+steps["the search itself (query embedding, ranking)"] = time.perf_counter() - t
+print(json.dumps(steps))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-build", action="store_true", help="skip the stdlib build (the slow part)")
+    parser.add_argument("--write", action="store_true", help=f"write the section of {RESULTS.name}")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="vecsift-speed-"))
+    lines = [f"Machine: {describe_machine()}.", ""]
+    try:
+        if not args.skip_build:
+            stdlib_rows(work, args.repeats, lines)
+        scale_rows(work, args.repeats, lines)
+        cold_cli_rows(work, args.repeats, lines)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    body = "\n".join(lines)
+    print(body)
+    if args.write:
+        write_section(RESULTS, "## Search speed", "python -m benchmarks.search_speed --write", body)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    main()
