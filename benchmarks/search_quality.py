@@ -35,7 +35,7 @@ from pathlib import Path
 
 from benchmarks.machine import describe_machine, write_section
 from benchmarks.search_sets import NPM, STDLIB, STDLIB_MODULES, VECSIFT, Answer, Question
-from vecsift.search import Index, SearchResult, Signals
+from vecsift.search import Index, SearchResult
 from vecsift.search.code_tokens import query_words, words
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -109,7 +109,8 @@ def _copy(files: list[tuple[Path, str]], destination: Path) -> Path:
     for source, relative in files:
         target = destination / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        if not target.exists() or target.read_bytes() != source.read_bytes():
+            shutil.copyfile(source, target)  # unchanged copies keep their stats: a kept index stays fresh
     return destination
 
 
@@ -149,8 +150,10 @@ def build_corpora(work: Path, docstring_queries: int) -> dict[str, tuple[Path, l
     candidates: list[tuple[str, Answer]] = []
     for source, relative in stdlib_files:
         text, functions = blank_docstrings(source.read_text(encoding="utf-8"))
-        (stripped / relative).parent.mkdir(parents=True, exist_ok=True)
-        (stripped / relative).write_text(text, encoding="utf-8")
+        target = stripped / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists() or target.read_text(encoding="utf-8") != text:
+            target.write_text(text, encoding="utf-8")
         candidates.extend((sentence, (relative, f"@{line}")) for name, line, sentence in functions
                           if not name.startswith("__"))
     random.Random(0).shuffle(candidates)
@@ -217,9 +220,11 @@ def main() -> None:
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated: " + ", ".join(CONFIGS))
     parser.add_argument("--docstrings", type=int, default=150, help="docstring→function queries (default: 150)")
     parser.add_argument("--write", action="store_true", help=f"write the section of {RESULTS.name}")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="keep trees and indexes in this folder and reuse them (re-ranking needs no re-embedding)")
     args = parser.parse_args()
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
-    work = Path(tempfile.mkdtemp(prefix="vecsift-quality-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="vecsift-quality-"))
     try:
         corpora = build_corpora(work / "trees", args.docstrings)
         tables: dict[str, dict[str, dict[str, Scores]]] = {}
@@ -248,7 +253,8 @@ def main() -> None:
         if args.write:
             write_section(RESULTS, "## Search quality", "python -m benchmarks.search_quality --write", body)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _fmt(value: float) -> str:

@@ -94,8 +94,10 @@ def stdlib_rows(work: Path, repeats: int, lines: list[str]) -> None:
     embedding = time.perf_counter() - started
     lines += [
         "", "| step | seconds | chunks/s | vs Embedder.embed |", "|---|---|---|---|",
-        f"| index build, end to end | {build:.1f} | {summary.chunks_embedded / build:.1f} | {build / embedding:.3f}× |",
-        f"| Embedder.embed on the same {len(unique)} texts | {embedding:.1f} | {len(unique) / embedding:.1f} | 1.000× |",
+        f"| index build, end to end | {build:.1f} | {summary.chunks_embedded / build:.1f} "
+        f"| {build / embedding:.3f}× |",
+        f"| Embedder.embed on the same {len(unique)} texts | {embedding:.1f} | {len(unique) / embedding:.1f} "
+        "| 1.000× |",
         f"| walk + read + chunk + keyword tokens alone | {chunking:.1f} | — | {chunking / embedding:.3f}× |", ""]
 
     noop = []
@@ -174,8 +176,9 @@ def scale_rows(work: Path, repeats: int, lines: list[str]) -> None:
         index = synthetic_index(work, chunks, source_lines)
         built = time.perf_counter() - started
         samples = time_queries(index, repeats)
-        lines.append(f"| {chunks} chunks, random unit vectors | {built:.0f} s | {percentile(samples, 50) * 1000:.1f} ms "
-                     f"| {percentile(samples, 95) * 1000:.1f} ms | {len(samples)} |")
+        lines.append(f"| {chunks} chunks, random unit vectors | {built:.0f} s "
+                     f"| {percentile(samples, 50) * 1000:.1f} ms | {percentile(samples, 95) * 1000:.1f} ms "
+                     f"| {len(samples)} |")
         index.close()
     lines.append("")
 

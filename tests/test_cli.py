@@ -150,3 +150,25 @@ def test_ctrl_c_stops_a_streaming_run_and_writes_nothing(tmp_path):
     assert process.returncode == 130 and "interrupted" in stderr
     assert time.monotonic() - started < 5
     assert list(tmp_path.iterdir()) == []
+
+
+def test_embed_walks_like_search_and_counts_what_it_skips(tree, tmp_path, capsys):
+    (tree / ".gitignore").write_text("ignored.py\n")
+    (tree / "ignored.py").write_text("x = 1\n")
+    out = tmp_path / "vectors.jsonl"
+    assert main(["embed", str(tree), "-o", str(out), "--no-progress", "--verbose"]) == 0
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert not any("ignored.py" in i or "blob.bin" in i or "latin1.txt" in i for i in ids)
+    err = capsys.readouterr().err
+    assert "2 files skipped" in err
+    assert f"skipped {tree}/blob.bin: lock, generated or binary file (*.bin)" in err
+    assert f"skipped {tree}/latin1.txt: not valid UTF-8 (line 1)" in err
+
+
+def test_a_binary_file_named_explicitly_is_skipped_with_a_warning(tree, tmp_path, capsys):
+    (tree / "program").write_bytes(b"\x7fELF\x00\x01")
+    out = tmp_path / "vectors.jsonl"
+    assert main(["embed", str(tree / "program"), str(tree / "pkg" / "a.py"), "-o", str(out), "--no-progress",
+                 "-v"]) == 0
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [str(tree / "pkg" / "a.py")]
+    assert f"skipped {tree / 'program'}: binary (NUL byte)" in capsys.readouterr().err

@@ -16,7 +16,7 @@ from vecsift.errors import IndexBusyError, IndexCorruptError, SearchIndexError, 
 from vecsift.search import Index, Signals
 from vecsift.search import vector_file as vector_file_module
 from vecsift.search.lock import WriterLock
-from vecsift.search.rank import Candidate, diversify, fuse, reciprocal_rank_fusion
+from vecsift.search.rank import Candidate, diversify, fuse, named_identifiers, reciprocal_rank_fusion
 
 FIXTURES = Path(__file__).parent / "fixtures" / "polyglot"
 
@@ -429,14 +429,25 @@ def test_reciprocal_rank_fusion_arithmetic():
 def test_fusion_signals():
     candidates = {1: Candidate(1, "src/a.py", "helper"), 2: Candidate(2, "tests/test_a.py", "parse"),
                   3: Candidate(3, "src/b.py", "parse")}
-    plain = dict(fuse([1, 2, 3], [1, 2, 3], candidates, ["parse"], Signals(False, False, False)))
+    plain = dict(fuse([1, 2, 3], [1, 2, 3], candidates, "parse()", Signals(False, False, False)))
     assert plain[1] > plain[2] > plain[3]
-    named = dict(fuse([1, 2, 3], [1, 2, 3], candidates, ["parse"], Signals(True, False, False)))
+    named = dict(fuse([1, 2, 3], [1, 2, 3], candidates, "where is parse() called", Signals(True, False, False)))
     assert named[3] == pytest.approx(plain[3] + 1 / 61) and named[3] > named[1]
-    demoted = dict(fuse([1, 2, 3], [1, 2, 3], candidates, ["x"], Signals(False, True, False)))
+    english = dict(fuse([1, 2, 3], [1, 2, 3], candidates, "parse the file", Signals(True, False, False)))
+    assert english == plain  # a plain word is not a name
+    demoted = dict(fuse([1, 2, 3], [1, 2, 3], candidates, "x y", Signals(False, True, False)))
     assert demoted[2] == pytest.approx(plain[2] / 2)
-    about_tests = dict(fuse([1, 2, 3], [1, 2, 3], candidates, ["test"], Signals(False, True, False)))
+    about_tests = dict(fuse([1, 2, 3], [1, 2, 3], candidates, "test of x", Signals(False, True, False)))
     assert about_tests[2] == pytest.approx(plain[2])
+
+
+@pytest.mark.parametrize(("query", "names"), [
+    ("parse", {"parse"}), ("lru_cache", {"lru_cache"}), ("how does HTTPConnection send", {"httpconnection"}),
+    ("Session.request retries", {"session", "request"}), ("call walk() on a tree", {"walk"}),
+    ("write rows to a file", set()), ("getUserName helper", {"getusername"}),
+])
+def test_named_identifiers(query, names):
+    assert named_identifiers(query) == names
 
 
 def test_diversify_keeps_at_most_three_per_file_ahead():

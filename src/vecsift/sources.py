@@ -1,19 +1,15 @@
-"""Reading texts to embed: files and directories (skipping binaries), JSONL, lines."""
+"""Reading texts to embed: files and directories (walked as code search walks them), JSONL, lines."""
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from vecsift.errors import UsageError
-
-_SKIP_DIRS = {".git", ".hg", ".svn", "__pycache__", "node_modules", ".venv", "venv", ".tox", ".mypy_cache",
-              ".pytest_cache", ".ruff_cache", "build", "dist"}
-_SNIFF_BYTES = 8192
+from vecsift.search.walk import Skipped, WalkedFile, WalkOptions, check_root, read_source, walk
 
 
 @dataclass(frozen=True)
@@ -22,32 +18,6 @@ class Record:
 
     id: str
     text: str
-
-
-def is_binary(path: Path) -> bool:
-    """A NUL byte or invalid UTF-8 in the first 8 KiB: not text we can embed."""
-    with path.open("rb") as handle:
-        head = handle.read(_SNIFF_BYTES)
-    if b"\0" in head:
-        return True
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as err:
-        return err.start < len(head) - 4  # a multi-byte character cut at the sniff boundary is fine
-    return False
-
-
-def iter_files(root: Path) -> Iterator[Path]:
-    """Text files under ``root`` in a stable order, skipping VCS, cache and build folders."""
-    if root.is_file():
-        yield root
-        return
-    for directory, subdirs, files in os.walk(root):
-        subdirs[:] = sorted(d for d in subdirs if d not in _SKIP_DIRS and not d.startswith("."))
-        for name in sorted(files):
-            path = Path(directory, name)
-            if path.is_file() and not path.is_symlink() and not is_binary(path):
-                yield path
 
 
 def chunk_lines(text: str, max_lines: int) -> Iterator[tuple[int, int, str]]:
@@ -70,17 +40,38 @@ def check_paths(paths: Iterable[str | Path]) -> list[Path]:
     return roots
 
 
-def read_paths(roots: Iterable[Path], chunk: int) -> Iterator[Record]:
-    """Records from files and directories, read lazily (see :func:`check_paths`)."""
+def _text_files(root: Path, skipped: Skipped) -> Iterator[tuple[str, str]]:
+    """(id prefix, text) of every indexable file under ``root`` (or ``root`` itself), by the search walker's rules:
+    ignore files honoured, binary, non-UTF-8, oversized and unreadable files skipped with their reason."""
+    if root.is_file():
+        stat = root.stat()
+        candidates = [WalkedFile(root.name, root, stat.st_size, stat.st_mtime_ns)]
+        label = {root.name: str(root)}
+    else:
+        candidates = list(walk(check_root(root), WalkOptions(),
+                               on_skip=lambda path, reason: skipped.add(str(root / path), reason)))
+        label = {f.path: str(root / f.path) for f in candidates}
+    for file in candidates:
+        try:
+            _, text, reason = read_source(file)
+        except OSError as err:
+            skipped.add(label[file.path], f"cannot be read ({err.strerror or err})")
+            continue
+        if text is None:
+            skipped.add(label[file.path], str(reason))
+            continue
+        yield label[file.path], text
+
+
+def read_paths(roots: Iterable[Path], chunk: int, skipped: Skipped | None = None) -> Iterator[Record]:
+    """Records from files and directories, read lazily (see :func:`check_paths`); what is passed over, and why,
+    goes to ``skipped``."""
+    skipped = skipped if skipped is not None else Skipped()
     for root in roots:
-        for path in iter_files(root):
-            try:
-                text = path.read_text(encoding="utf-8", errors="replace")
-            except OSError as err:
-                raise UsageError(f"cannot read {path}: {err}") from err
+        for prefix, text in _text_files(root, skipped):
             chunks = list(chunk_lines(text, chunk))
             for first, last, body in chunks:
-                yield Record(f"{path}:{first}-{last}" if len(chunks) > 1 else str(path), body)
+                yield Record(f"{prefix}:{first}-{last}" if len(chunks) > 1 else prefix, body)
 
 
 def read_jsonl(handle: IO[str], field: str, id_field: str | None, source: str) -> Iterator[Record]:

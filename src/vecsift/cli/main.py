@@ -15,6 +15,7 @@ from vecsift.cli.options import add_model_option, positive_int
 from vecsift.cli.output import FORMATS, infer_format, open_writer
 from vecsift.cli.search import add_search_commands, run_index, run_search, run_status, run_watch
 from vecsift.errors import UsageError, VecsiftError
+from vecsift.search.walk import Skipped
 from vecsift.sources import Record, check_paths, read_jsonl, read_lines, read_paths
 
 
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--workers", type=positive_int, default=None, help="CPU worker threads (default: cores)")
     embed.add_argument("--max-tokens", type=positive_int, default=None, help="truncate inputs to this many tokens")
     embed.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    embed.add_argument("--verbose", "-v", action="store_true", help="list the files that were skipped, and why")
     _model_options(embed)
 
     info = commands.add_parser("info", help="describe a model and the backend that would run it")
@@ -55,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _records(args: argparse.Namespace) -> Iterator[Record]:
+def _records(args: argparse.Namespace, skipped: Skipped) -> Iterator[Record]:
     """The records to embed, read lazily; missing inputs are reported before anything runs."""
     roots = check_paths(p for p in args.inputs if p != "-")
     if args.jsonl and args.jsonl != "-" and not Path(args.jsonl).is_file():
@@ -67,7 +69,7 @@ def _records(args: argparse.Namespace) -> Iterator[Record]:
         elif args.jsonl:
             with open(args.jsonl, encoding="utf-8") as handle:
                 yield from read_jsonl(handle, args.field, args.id_field, args.jsonl)
-        yield from read_paths(roots, args.chunk_lines)
+        yield from read_paths(roots, args.chunk_lines, skipped)
         if "-" in args.inputs or (not args.inputs and not args.jsonl):
             yield from read_lines(sys.stdin, "<stdin>")
 
@@ -77,7 +79,8 @@ def _records(args: argparse.Namespace) -> Iterator[Record]:
 def _embed(args: argparse.Namespace) -> int:
     from vecsift.embedder import Embedder
 
-    records = _records(args)
+    skipped = Skipped()
+    records = _records(args, skipped)
     fmt = infer_format(args.output, args.format)
     embedder = Embedder(args.model, kind=args.backend, driver=args.driver, precision=args.precision,
                         batch_size=args.batch_size, workers=args.workers, max_tokens=args.max_tokens)
@@ -99,9 +102,13 @@ def _embed(args: argparse.Namespace) -> int:
         f"vecsift: embedded {writer.rows} texts ({stream.tokens} tokens, truncated at {embedder.max_tokens}) "
         f"with {args.model} on {', '.join(b.name() for b in embedder.backends)} in {elapsed:.2f} s: "
         f"{writer.rows / elapsed:.1f} texts/s, {stream.tokens / elapsed:.0f} tokens/s; "
-        f"dim {embedder.dim}" + (f"; wrote {', '.join(written)}" if written else ""),
+        f"dim {embedder.dim}; {len(skipped.entries)} files skipped"
+        + (f"; wrote {', '.join(written)}" if written else ""),
         file=sys.stderr,
     )
+    if args.verbose:
+        for path, reason in skipped.entries:
+            print(f"vecsift: skipped {path}: {reason}", file=sys.stderr)
     return 0
 
 

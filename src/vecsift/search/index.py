@@ -29,7 +29,7 @@ from vecsift.models.config import load_model_files, read_prompts
 from vecsift.models.resolve import DEFAULT_MODEL
 from vecsift.search import rank
 from vecsift.search.chunk import CHUNKER_VERSION
-from vecsift.search.code_tokens import fts_query, query_words
+from vecsift.search.code_tokens import fts_query
 from vecsift.search.languages import parse_languages
 from vecsift.search.location import index_dir_for
 from vecsift.search.lock import WriterLock
@@ -260,8 +260,8 @@ class Index:
                 ids = list(dict.fromkeys([c for c, _ in keyword] + [c for c, _ in semantic]))
                 records = store.chunks_by_id(ids)
                 candidates = {i: rank.Candidate(i, records[i].path, records[i].name) for i in ids}
-                ranked = rank.fuse([c for c, _ in keyword], [c for c, _ in semantic], candidates,
-                                   query_words(query), self.signals)
+                ranked = rank.fuse([c for c, _ in keyword], [c for c, _ in semantic], candidates, query,
+                                   self.signals)
             if threshold is not None:
                 ranked = [(c, s) for c, s in ranked if s >= threshold]
             ranked = ranked[:top_k]

@@ -144,12 +144,15 @@ def _walk_dir(root: Path, directory: Path, rules: IgnoreRules | None, options: W
                 continue
             if is_dir:
                 if options.skip_defaults and entry.name in DEPENDENCY_AND_BUILD_DIRS:
+                    skip(relative + "/", "dependency, cache or build folder")
                     continue
                 yield from _walk_dir(root, path, rules, options, skip)
                 continue
             if not entry.is_file(follow_symlinks=False):
                 continue  # sockets, fifos, devices
-            if options.skip_defaults and any(fnmatch.fnmatchcase(entry.name, p) for p in LOCK_AND_GENERATED):
+            pattern = next((p for p in LOCK_AND_GENERATED if fnmatch.fnmatchcase(entry.name, p)), None)
+            if options.skip_defaults and pattern is not None:
+                skip(relative, f"lock, generated or binary file ({pattern})")
                 continue
             if options.languages is not None and language_of(relative).name not in options.languages:
                 continue
