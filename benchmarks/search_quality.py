@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 STDLIB_ROOT = Path(sysconfig.get_paths()["stdlib"])
 NPM_ROOT = Path("/usr/lib/node_modules/npm")
 DEPTH = 50  # chunks fetched per query: enough for 10 distinct files
-ABLATIONS = {"name_match": "name match", "test_penalty": "test demotion", "file_diversity": "file diversity"}
+ABLATIONS = {"name_match": "name match", "test_penalty": "test demotion"}
 CONFIGS = {"bf16": ("bf16", True), "fp32": ("fp32", True), "bf16-nopath": ("bf16", False)}
 
 

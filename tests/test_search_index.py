@@ -16,7 +16,7 @@ from vecsift.errors import IndexBusyError, IndexCorruptError, SearchIndexError, 
 from vecsift.search import Index, Signals
 from vecsift.search import vector_file as vector_file_module
 from vecsift.search.lock import WriterLock
-from vecsift.search.rank import Candidate, diversify, fuse, named_identifiers, reciprocal_rank_fusion
+from vecsift.search.rank import Candidate, fuse, named_identifiers, reciprocal_rank_fusion
 
 FIXTURES = Path(__file__).parent / "fixtures" / "polyglot"
 
@@ -429,15 +429,15 @@ def test_reciprocal_rank_fusion_arithmetic():
 def test_fusion_signals():
     candidates = {1: Candidate(1, "src/a.py", "helper"), 2: Candidate(2, "tests/test_a.py", "parse"),
                   3: Candidate(3, "src/b.py", "parse")}
-    plain = dict(fuse([1, 2, 3], [1, 2, 3], candidates, "parse()", Signals(False, False, False)))
+    plain = dict(fuse([1, 2, 3], [1, 2, 3], candidates, "parse()", Signals(False, False)))
     assert plain[1] > plain[2] > plain[3]
-    named = dict(fuse([1, 2, 3], [1, 2, 3], candidates, "where is parse() called", Signals(True, False, False)))
+    named = dict(fuse([1, 2, 3], [1, 2, 3], candidates, "where is parse() called", Signals(True, False)))
     assert named[3] == pytest.approx(plain[3] + 1 / 61) and named[3] > named[1]
-    english = dict(fuse([1, 2, 3], [1, 2, 3], candidates, "parse the file", Signals(True, False, False)))
+    english = dict(fuse([1, 2, 3], [1, 2, 3], candidates, "parse the file", Signals(True, False)))
     assert english == plain  # a plain word is not a name
-    demoted = dict(fuse([1, 2, 3], [1, 2, 3], candidates, "x y", Signals(False, True, False)))
+    demoted = dict(fuse([1, 2, 3], [1, 2, 3], candidates, "x y", Signals(False, True)))
     assert demoted[2] == pytest.approx(plain[2] / 2)
-    about_tests = dict(fuse([1, 2, 3], [1, 2, 3], candidates, "test of x", Signals(False, True, False)))
+    about_tests = dict(fuse([1, 2, 3], [1, 2, 3], candidates, "test of x", Signals(False, True)))
     assert about_tests[2] == pytest.approx(plain[2])
 
 
@@ -448,12 +448,6 @@ def test_fusion_signals():
 ])
 def test_named_identifiers(query, names):
     assert named_identifiers(query) == names
-
-
-def test_diversify_keeps_at_most_three_per_file_ahead():
-    candidates = {i: Candidate(i, "same.py" if i < 5 else f"other{i}.py", "") for i in range(7)}
-    ranked = [(i, 1.0 - i / 10) for i in range(7)]
-    assert [i for i, _ in diversify(ranked, candidates)] == [0, 1, 2, 5, 6, 3, 4]
 
 
 def test_vector_rows_round_trip(tmp_path):
@@ -491,3 +485,32 @@ def test_watch_refreshes_after_a_change_and_stops_when_asked(repo):
         assert summaries[0].files_added == len(list(FIXTURES.iterdir()))
         assert (summaries[1].files_added, summaries[1].chunks_embedded) == (1, 1)
         assert index.search("newly watched function", top_k=1, refresh=False)[0].path == "watched.py"
+
+
+def test_an_interrupted_first_build_is_incomplete_then_resumes(repo, monkeypatch):
+    monkeypatch.setattr("vecsift.search.refresh.EMBED_STEP", 16)
+    index = open_index(repo)
+    make_embed = index._embed_function
+    calls = []
+
+    def failing_after_two_steps():
+        embed = make_embed()
+
+        def run(texts):
+            calls.append(len(texts))
+            if len(calls) > 2:
+                raise KeyboardInterrupt  # as Ctrl-C would, between two committed steps
+            return embed(texts)
+
+        return run
+
+    index._embed_function = failing_after_two_steps
+    with pytest.raises(KeyboardInterrupt):
+        index.refresh()
+    with pytest.raises(SearchIndexError, match="incomplete .*vecsift index"):
+        open_index(repo).search("cache", refresh=False)
+    with open_index(repo) as resumed:
+        summary = resumed.refresh()
+        assert summary.chunks_reused == 32  # the two committed steps
+        assert summary.chunks_embedded + summary.chunks_reused == resumed.status()["chunks"]
+        assert resumed.search("least recently used cache", top_k=1, refresh=False)[0].path == "cache.rs"

@@ -189,3 +189,14 @@ def test_bad_roots_are_usage_errors(tmp_path):
 def test_bad_max_file_size_is_a_usage_error():
     with pytest.raises(UsageError, match="max_file_size"):
         WalkOptions(max_file_size=0)
+
+
+def test_a_root_that_its_repository_ignores_is_walked_with_its_own_rules(tmp_path):
+    _make_tree(tmp_path)
+    (tmp_path / "build" / "deeper").mkdir()
+    (tmp_path / "build" / "deeper" / "x.py").write_text("x")
+    (tmp_path / "build" / ".gitignore").write_text("skip.py\n")
+    (tmp_path / "build" / "skip.py").write_text("x")
+    assert _walked(tmp_path / "build") == {"out.py", "deeper/x.py", ".gitignore"}
+    assert _walked(tmp_path / "build" / "deeper") == {"x.py"}
+    assert _walked(tmp_path / "sub" / "local") == {"y.py"}  # ignored by sub/.gitignore's `local/`

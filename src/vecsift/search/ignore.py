@@ -9,7 +9,9 @@ this module only decides which files apply where and in which order:
 - within a rule set the last matching pattern wins, and ``!pattern`` re-includes.
 
 A directory that is ignored is not entered, so nothing below it can be re-included
-(as in git). Rule files above the walked root, up to the repository's top, apply too.
+(as in git). Rule files above the walked root, up to the repository's top, apply too,
+unless they ignore the root itself (or a folder on the way to it): a folder named
+explicitly is searched, with only its own rule files.
 """
 
 from __future__ import annotations
@@ -64,6 +66,11 @@ class IgnoreRules:
         if root != top:
             for directory in [top, *reversed([p for p in root.parents if top in p.parents])]:
                 rules = rules.descend(directory)
+                child = root if directory == root.parent else root.parents[len(root.relative_to(directory).parts) - 2]
+                if rules.ignored(child, is_dir=True):
+                    # The folder asked for is itself ignored by the repository around it (a venv, a
+                    # build folder): searching it was asked for explicitly, so it stands on its own.
+                    return cls(root)
         return rules
 
     def descend(self, directory: Path) -> IgnoreRules:
