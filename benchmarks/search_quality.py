@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import math
 import random
 import re
@@ -29,6 +30,7 @@ import statistics
 import sysconfig
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -87,18 +89,26 @@ def score_results(results: list[SearchResult], answers: list[Answer], scores: Sc
     scores.recall.append(len(found) / len(answers))
 
 
+@functools.cache
+def _file_words(root: Path) -> dict[str, Counter[str]]:
+    """Word counts of every text file under ``root`` (read once per tree)."""
+    counts: dict[str, Counter[str]] = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        try:
+            counts[path.relative_to(root).as_posix()] = Counter(words(path.read_text(encoding="utf-8")))
+        except (UnicodeDecodeError, OSError):
+            continue
+    return counts
+
+
 def grep_files(root: Path, query: str) -> list[str]:
     """The baseline: files ranked by how many distinct query words they contain, then by occurrences."""
     wanted = set(query_words(query))
     ranked = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        try:
-            found = words(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, OSError):
-            continue
-        present = wanted.intersection(found)
+    for path, counts in _file_words(root).items():
+        present = [w for w in wanted if counts[w]]
         if present:
-            ranked.append((len(present), sum(1 for w in found if w in wanted), path.relative_to(root).as_posix()))
+            ranked.append((len(present), sum(counts[w] for w in present), path))
     ranked.sort(key=lambda item: (-item[0], -item[1], item[2]))
     return [path for _, _, path in ranked]
 

@@ -162,3 +162,11 @@ def test_a_second_writer_with_no_wait_fails_clearly(repo, index_args, capsys):
     with WriterLock(directory):
         assert main(["index", str(repo), "--no-wait", *index_args]) == 1
     assert "is writing the index" in capsys.readouterr().err
+
+
+def test_mcp_without_the_sdk_names_the_extra(repo, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "pydantic", None)  # as if the mcp extra (which brings pydantic) were absent
+    monkeypatch.delitem(sys.modules, "vecsift.mcp_server", raising=False)
+    assert main(["mcp", str(repo)]) == 1
+    err = capsys.readouterr().err
+    assert "pip install 'vecsift[mcp]'" in err and "Traceback" not in err

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from vecsift.cli.options import add_model_option, positive_int
 from vecsift.cli.output import FORMATS, infer_format, open_writer
-from vecsift.cli.search import add_search_commands, run_index, run_search, run_status, run_watch
+from vecsift.cli.search import add_search_commands, run_index, run_mcp, run_search, run_status, run_watch
 from vecsift.errors import UsageError, VecsiftError
 from vecsift.search.walk import Skipped
 from vecsift.sources import Record, check_paths, read_jsonl, read_lines, read_paths
@@ -129,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         handler = {"embed": _embed, "info": _info, "search": run_search, "index": run_index, "status": run_status,
-                   "watch": run_watch}
+                   "watch": run_watch, "mcp": run_mcp}
         return handler[args.command](args)
     except VecsiftError as err:
         print(f"vecsift: error: {err}", file=sys.stderr)

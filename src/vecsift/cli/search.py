@@ -64,6 +64,12 @@ def add_search_commands(commands: Any) -> None:
     watch.add_argument("path", nargs="?", default=".", help="folder to watch (default: .)")
     _index_options(watch)
 
+    mcp = commands.add_parser("mcp", help="serve code search to coding agents over MCP (stdio)")
+    mcp.add_argument("path", nargs="?", default=".", help="repository root (default: .)")
+    mcp.add_argument("--max-chars", type=positive_int, default=20_000,
+                     help="character budget of one answer; chunk texts are shortened to fit (default: %(default)s)")
+    _index_options(mcp)
+
     status = commands.add_parser("status", help="what the index of a folder holds and how fresh it is")
     status.add_argument("path", nargs="?", default=".", help="indexed folder (default: .)")
     status.add_argument("--json", action="store_true", help="print JSON")
@@ -103,6 +109,21 @@ def run_watch(args: argparse.Namespace) -> int:
             watch(index, on_refresh=lambda summary: print(f"vecsift: {summary.line()}", file=sys.stderr))
         except KeyboardInterrupt:
             print("vecsift: stopped watching; the index is up to date as of the last refresh", file=sys.stderr)
+    return 0
+
+
+def run_mcp(args: argparse.Namespace) -> int:
+    from vecsift.errors import UsageError
+
+    try:
+        from vecsift.mcp_server import serve
+    except ImportError as err:
+        raise UsageError(f"`vecsift mcp` needs the MCP SDK ({err.name} is missing): pip install 'vecsift[mcp]'") \
+            from err
+
+    serve(args.path, max_chars=args.max_chars, model=args.model, index_dir=args.index_dir,
+          repo_local=args.repo_local, precision=args.precision, workers=args.workers, hidden=args.hidden,
+          ignore_files=not args.no_ignore, max_file_size=args.max_file_size)
     return 0
 
 

@@ -77,6 +77,9 @@ def check_search_arguments(query: str, top_k: int, mode: str,
     return parse_languages(languages)
 
 
+_DUPLICATE_BLOCK = 2048  # rows compared at once by find_duplicates (a 2048 × n float32 block)
+
+
 class Index:
     """The search index of one root folder (see the module docstring)."""
 
@@ -282,6 +285,44 @@ class Index:
             ranked = [(c, s) for c, s in self._cosine(query, table, vectors, None, top_k + 1) if c != record.id]
             records = store.chunks_by_id([c for c, _ in ranked[:top_k]])
         return [self._result(records[c], s) for c, s in ranked[:top_k] if c in records]
+
+    def find_duplicates(self, *, threshold: float = 0.95, limit: int = 50) -> list[tuple[SearchResult, SearchResult]]:
+        """Pairs of chunks whose vectors have cosine ≥ ``threshold``, most similar first (at most ``limit``).
+
+        Compares every chunk with every other in blocks (O(n²·dim) multiply-adds: about a second per
+        10k chunks here); overlapping windows of one definition are not reported as duplicates.
+        """
+        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 < threshold <= 1:
+            raise UsageError(f"threshold must be a number in (0, 1], got {threshold!r}")
+        _check_top_k(limit)
+        store = self._open_reader()
+        with store.read():
+            table, vectors = self._snapshot(store)
+            matrix = np.asarray(vectors[table.rows], dtype=np.float32)
+            found: list[tuple[float, int, int]] = []
+            cap = limit * 10  # candidates kept per block: room for the overlapping windows skipped below
+            for start in range(0, len(matrix), _DUPLICATE_BLOCK):
+                scores = matrix[start:start + _DUPLICATE_BLOCK] @ matrix[start:].T
+                rows, cols = np.nonzero(scores >= threshold)
+                keep = cols > rows  # each unordered pair once, never a chunk with itself
+                rows, cols = rows[keep], cols[keep]
+                values = scores[rows, cols]
+                if len(values) > cap:
+                    best = np.argpartition(-values, cap - 1)[:cap]
+                    rows, cols, values = rows[best], cols[best], values[best]
+                found.extend(zip(values.tolist(), (rows + start).tolist(), (cols + start).tolist(), strict=True))
+            found = sorted(found, key=lambda item: -item[0])[:cap]
+            records = store.chunks_by_id([int(table.ids[i]) for _, a, b in found for i in (a, b)])
+        pairs = []
+        for score, a, b in found:
+            first, second = records[int(table.ids[a])], records[int(table.ids[b])]
+            overlapping = first.start_line <= second.end_line and second.start_line <= first.end_line
+            if first.path == second.path and overlapping:
+                continue  # windows of one long definition
+            pairs.append((self._result(first, score), self._result(second, score)))
+            if len(pairs) == limit:
+                break
+        return pairs
 
     def _filter(self, table: ChunkTable, languages: frozenset[str] | None, globs: tuple[str, ...]) -> np.ndarray | None:
         """A mask over the chunk table (None: everything is allowed)."""
