@@ -10,7 +10,7 @@ import numpy as np
 from vecsift.backend.contract import EmbedBackend
 from vecsift.backend.loader import detect_backends, load_backend
 from vecsift.errors import UsageError
-from vecsift.models.config import load_model_files
+from vecsift.models.config import load_model_files, read_prompts
 from vecsift.models.resolve import DEFAULT_MODEL
 from vecsift.scheduling.distributed import embed_distributed
 from vecsift.scheduling.progress import ProgressCallback
@@ -40,6 +40,9 @@ class Embedder:
     ) -> None:
         files = load_model_files(model)
         self.model = model
+        self.precision = precision
+        #: the query/document and named prompts of the model's sentence-transformers config
+        self.prompts = read_prompts(files.directory)
         self.tokenizer: Tokenizer = tokenizer_for(files)
         if backends is not None:
             self.backends = list(backends)

@@ -27,18 +27,18 @@ class Tokenizer:
         self._json = tokenizer_json
         self.position_limit = position_limit
         self.default_max_tokens = min(default_max_tokens, position_limit)
-        self._by_limit: dict[int, FastTokenizer] = {}
+        self._by_limit: dict[tuple[int, str], FastTokenizer] = {}
         self._lock = threading.Lock()
         self._configured(self.default_max_tokens)  # fail at load time, not at first use
 
-    def _configured(self, limit: int) -> FastTokenizer:
+    def _configured(self, limit: int, direction: str = "right") -> FastTokenizer:
         with self._lock:
-            tokenizer = self._by_limit.get(limit)
+            tokenizer = self._by_limit.get((limit, direction))
             if tokenizer is None:
                 tokenizer = FastTokenizer.from_str(self._json)
                 tokenizer.no_padding()
-                tokenizer.enable_truncation(max_length=limit)
-                self._by_limit[limit] = tokenizer
+                tokenizer.enable_truncation(max_length=limit, direction=direction)
+                self._by_limit[(limit, direction)] = tokenizer
             return tokenizer
 
     def limit_for(self, max_tokens: int | None) -> int:
@@ -49,15 +49,20 @@ class Tokenizer:
             raise EncodingError(f"max_tokens must be an integer ≥ 2 (room for the special tokens), got {max_tokens!r}")
         return min(max_tokens, self.default_max_tokens)
 
-    def encode(self, texts: Sequence[str], max_tokens: int | None = None) -> list[Encoding]:
-        """Tokenize ``texts`` (in parallel, in Rust); longer inputs are truncated, never rejected."""
+    def encode(self, texts: Sequence[str], max_tokens: int | None = None, direction: str = "right") -> list[Encoding]:
+        """Tokenize ``texts`` (in parallel, in Rust); longer inputs are truncated, never rejected.
+
+        ``direction="left"`` cuts the start of an over-long text instead of its end.
+        """
+        if direction not in ("right", "left"):
+            raise EncodingError(f"truncation direction must be 'right' or 'left', got {direction!r}")
         if isinstance(texts, str):
             raise EncodingError("encode takes a sequence of texts, got a single str; wrap it in a list")
         texts = list(texts)
         for index, text in enumerate(texts):
             if not isinstance(text, str):
                 raise EncodingError(f"text {index} is a {type(text).__name__}, not a str")
-        tokenizer = self._configured(self.limit_for(max_tokens))
+        tokenizer = self._configured(self.limit_for(max_tokens), direction)
         return [
             Encoding(
                 np.asarray(e.ids, dtype=np.int64),
@@ -72,6 +77,17 @@ class Tokenizer:
         """How many tokens each text has before truncation (special tokens included)."""
         tokenizer = self._configured(_UNTRUNCATED)
         return [len(e.ids) for e in tokenizer.encode_batch(list(texts))]
+
+    def pieces(self, texts: Sequence[str], max_tokens: int | None = None) -> list[list[dict]]:
+        """Each text's tokens as TEI's ``/tokenize`` lists them: id, text, special, start, stop (characters)."""
+        tokenizer = self._configured(self.limit_for(max_tokens))
+        out = []
+        for text, encoding in zip(texts, tokenizer.encode_batch(list(texts)), strict=True):
+            out.append([{"id": i, "text": text[a:b] if not special else token, "special": bool(special),
+                         "start": a if not special else None, "stop": b if not special else None}
+                        for i, token, (a, b), special in zip(encoding.ids, encoding.tokens, encoding.offsets,
+                                                             encoding.special_tokens_mask, strict=True)])
+        return out
 
 
 _UNTRUNCATED = 1 << 30  # a truncation length no text reaches: counts the whole text

@@ -42,6 +42,15 @@ class EmbedBackend(ABC):
     def is_gpu(self) -> bool:
         """Whether this backend runs on a GPU (and so is fed by the ring pipeline)."""
 
+    def embed_pooled(self, encodings: Sequence[Encoding]) -> np.ndarray:
+        """The pooled vectors *before* L2 normalization (TEI's ``normalize: false``), in input order.
+
+        Optional: a backend that only produces normalized vectors raises :class:`BackendError`.
+        """
+        from vecsift.errors import BackendError
+
+        raise BackendError(f"{self.name()} produces normalized vectors only")
+
     def max_tokens(self) -> int:
         """Position limit of the model; longer inputs are truncated by the tokenizer."""
         return DEFAULT_MAX_TOKENS

@@ -39,11 +39,11 @@ class GenericBackend(EmbedBackend):
         self._check(encodings)
         return self.driver.upload(TokenBatch.from_encodings(encodings, buffers))
 
-    def embed_prepared(self, prepared: TokenBatch) -> np.ndarray:
+    def embed_prepared(self, prepared: TokenBatch, normalize: bool = True) -> np.ndarray:
         out = np.empty((prepared.num_inputs, self.arch.dim), dtype=np.float32)
         for first, last in self._sub_batches(prepared):
             try:
-                out[first:last] = self.arch.forward(self.driver, prepared.select(first, last))
+                out[first:last] = self.arch.forward(self.driver, prepared.select(first, last), normalize)
             except VecsiftError:
                 raise
             except Exception as err:  # an unexpected failure is still a typed error, never a partial result
@@ -52,6 +52,9 @@ class GenericBackend(EmbedBackend):
             bad = int(np.flatnonzero(~np.isfinite(out).all(axis=1))[0])
             raise BackendError(f"{self.name()} produced a non-finite embedding for input {bad}")
         return out
+
+    def embed_pooled(self, encodings: Sequence[Encoding]) -> np.ndarray:
+        return self.embed_prepared(self.prepare_batch(encodings), normalize=False)
 
     def _check(self, encodings: list[Encoding]) -> None:
         for index, encoding in enumerate(encodings):

@@ -14,6 +14,7 @@ from pathlib import Path
 from vecsift.cli.options import add_model_option, positive_int
 from vecsift.cli.output import FORMATS, infer_format, open_writer
 from vecsift.cli.search import add_search_commands, run_index, run_mcp, run_search, run_status, run_watch
+from vecsift.cli.serve import add_serve_command, run_serve
 from vecsift.errors import UsageError, VecsiftError
 from vecsift.search.walk import Skipped
 from vecsift.sources import Record, check_paths, read_jsonl, read_lines, read_paths
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "models.")
     commands = parser.add_subparsers(dest="command", required=True)
     add_search_commands(commands)
+    add_serve_command(commands)
 
     embed = commands.add_parser("embed", help="embed files, directories, JSONL or stdin lines")
     embed.add_argument("inputs", nargs="*", help="files or directories ('-' or none: lines of stdin)")
@@ -129,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         handler = {"embed": _embed, "info": _info, "search": run_search, "index": run_index, "status": run_status,
-                   "watch": run_watch, "mcp": run_mcp}
+                   "watch": run_watch, "mcp": run_mcp, "serve": run_serve}
         return handler[args.command](args)
     except VecsiftError as err:
         print(f"vecsift: error: {err}", file=sys.stderr)

@@ -131,6 +131,7 @@ class Prompts:
 
     query: str = ""
     document: str = ""
+    named: tuple[tuple[str, str], ...] = ()  # every prompt of the config by name (TEI's ``prompt_name``)
 
 
 def read_prompts(directory: Path) -> Prompts:
@@ -149,4 +150,5 @@ def read_prompts(directory: Path) -> Prompts:
         value = next((prompts[n] for n in names if isinstance(prompts.get(n), str)), default)
         return value if isinstance(value, str) else ""
 
-    return Prompts(query=pick("query"), document=pick("document", "passage", "corpus"))
+    named = tuple((k, v) for k, v in prompts.items() if isinstance(k, str) and isinstance(v, str))
+    return Prompts(query=pick("query"), document=pick("document", "passage", "corpus"), named=named)

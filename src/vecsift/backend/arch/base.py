@@ -37,10 +37,11 @@ class ModelArch(ABC):
     def hidden_states(self, driver: Driver[Any], batch: TokenBatch) -> Any:
         """The last hidden state of every real token, ``(total_tokens, hidden)``, as a driver tensor."""
 
-    def forward(self, driver: Driver[Any], batch: TokenBatch) -> np.ndarray:
-        """Pooled, L2-normalized float32 vectors, one row per input of ``batch``."""
+    def forward(self, driver: Driver[Any], batch: TokenBatch, normalize: bool = True) -> np.ndarray:
+        """Pooled float32 vectors, one row per input of ``batch``; L2-normalized unless ``normalize`` is False."""
         d = driver
-        return d.to_numpy(d.l2_normalize(d.pool(self.hidden_states(driver, batch), batch, self.pooling)))
+        pooled = d.pool(self.hidden_states(driver, batch), batch, self.pooling)
+        return d.to_numpy(d.l2_normalize(pooled) if normalize else pooled)
 
     def describe(self) -> dict[str, Any]:
         return {"architecture": self.family, "dim": self.dim, "pooling": self.pooling}

@@ -1,0 +1,359 @@
+"""The ASGI app of `vecsift serve`: TEI's and OpenAI's embedding routes, tokenize, info, health,
+metrics, and code search, over one :class:`Batcher`.
+
+Per request: admission (inputs in flight against ``max_concurrent_requests``, answered at once with
+429 or 503 and ``Retry-After`` when full), parsing and validation, tokenization (on the event loop
+for a small request, in a worker thread for a large one), the batcher, and the response encoded by
+orjson straight from the float32 rows. Every response carries TEI's per-stage timing headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from vecsift import __version__
+from vecsift.embedder import Embedder
+from vecsift.encoding import Encoding
+from vecsift.errors import EncodingError, UsageError, VecsiftError
+from vecsift.server.batcher import Batcher, BatchStats, Job
+from vecsift.server.metrics import Metrics
+from vecsift.server.protocol import (
+    ApiError,
+    EmbedRequest,
+    Limits,
+    openai_response,
+    parse_openai,
+    parse_tei,
+    shape_vectors,
+)
+
+OPENAI_PATHS = ("/v1/embeddings", "/embeddings")
+OPEN_PATHS = ("/health", "/metrics")  # answered without the API key
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Limits and switches of one server (TEI's defaults)."""
+
+    model_id: str
+    max_batch_tokens: int = 16384
+    max_concurrent_requests: int = 512  # inputs admitted and not yet answered
+    max_client_batch_size: int = 32
+    payload_limit: int = 2_000_000  # bytes of a request body
+    api_key: str | None = None
+    overload_status: int = 429  # or 503
+    tokenization_workers: int = 2
+    batch_size: int = 32  # inputs per unit of the CPU worker pool
+    workers: int | None = None
+    inline_tokenize_chars: int = 4096  # smaller requests are tokenized on the event loop (a thread hop costs more)
+
+
+class _Server:
+    """Everything the routes share: engine, batcher, counters."""
+
+    def __init__(self, embedder: Embedder, settings: ServerSettings, index: Any | None) -> None:
+        self.embedder = embedder
+        self.settings = settings
+        self.index = index
+        self.metrics = Metrics()
+        self.in_flight = 0  # touched on the event loop only
+        backend = embedder.backends[0]
+        self.vocab_size = int(getattr(getattr(backend, "arch", None), "vocab_size", 0)) or None
+        self.max_tokens = embedder.max_tokens
+        self.limits = Limits(dim=embedder.dim, max_client_batch_size=settings.max_client_batch_size,
+                             prompts=dict(embedder.prompts.named))
+        self.batcher: Batcher | None = None
+        self.tokenizing = ThreadPoolExecutor(settings.tokenization_workers, thread_name_prefix="vecsift-tokenize")
+        self.searching = ThreadPoolExecutor(1, thread_name_prefix="vecsift-search")
+
+    def start(self) -> None:
+        self.batcher = Batcher(self.embedder.backends, max_batch_tokens=self.settings.max_batch_tokens,
+                               batch_size=self.settings.batch_size, workers=self.settings.workers,
+                               on_batch=self._batch_done)
+
+    def stop(self) -> None:
+        if self.batcher is not None:
+            self.batcher.stop()
+        self.tokenizing.shutdown(wait=True)
+        self.searching.shutdown(wait=True)
+
+    def _batch_done(self, stats: BatchStats) -> None:
+        self.metrics.batch_size.observe(stats.inputs)
+        self.metrics.batch_tokens.observe(stats.tokens)
+        self.metrics.batch_duration.observe(stats.seconds)
+        self.metrics.queue_size.set(self.batcher.queued if self.batcher else 0)
+
+    # -- steps of a request --------------------------------------------------------------------
+
+    def admit(self, inputs: int) -> None:
+        limit = self.settings.max_concurrent_requests
+        if self.in_flight + inputs > limit:
+            raise ApiError("Overloaded", f"model is overloaded: {self.in_flight} inputs in flight, the limit is "
+                                         f"{limit}; retry later", status=self.settings.overload_status, retry_after=1)
+        self.in_flight += inputs
+        self.metrics.in_flight.set(self.in_flight)
+
+    def release(self, inputs: int) -> None:
+        self.in_flight -= inputs
+        self.metrics.in_flight.set(self.in_flight)
+
+    def tokenize(self, request: EmbedRequest) -> list[Encoding]:
+        """Encodings for every input (texts with the prompt; token ids as given), truncated or refused."""
+        tokenizer = self.embedder.tokenizer
+        limit = self.max_tokens
+        texts = {i: request.prompt + x for i, x in enumerate(request.inputs) if isinstance(x, str)}
+        if not request.truncate and texts:
+            for i, count in zip(texts, tokenizer.count_tokens(list(texts.values())), strict=True):
+                if count > limit:
+                    raise ApiError("Validation", f"input {i} has {count} tokens, more than the model's limit of "
+                                                 f"{limit}; shorten it or send \"truncate\": true")
+        encoded = dict(zip(texts, tokenizer.encode(list(texts.values()), direction=request.direction), strict=True))
+        out: list[Encoding] = []
+        for i, item in enumerate(request.inputs):
+            if isinstance(item, str):
+                out.append(encoded[i])
+                continue
+            if len(item) > limit:
+                if not request.truncate:
+                    raise ApiError("Validation", f"input {i} has {len(item)} token ids, more than the model's limit "
+                                                 f"of {limit}; send fewer or \"truncate\": true")
+                item = item[:limit] if request.direction == "right" else item[-limit:]
+            bad = [t for t in item if t < 0 or (self.vocab_size is not None and t >= self.vocab_size)]
+            if bad:
+                raise ApiError("Validation", f"input {i} holds token id {bad[0]}, outside the vocabulary of size "
+                                             f"{self.vocab_size}")
+            out.append(Encoding.from_ids(np.asarray(item, dtype=np.int64)))
+        return out
+
+    async def embed(self, http: Request, request: EmbedRequest) -> tuple[np.ndarray, int, dict[str, str]]:
+        """Vectors for ``request`` (shaped as asked), their token count, and the timing headers."""
+        started = time.perf_counter()
+        self.admit(len(request.inputs))
+        try:
+            chars = sum(len(x) if isinstance(x, str) else 0 for x in request.inputs)
+            loop = asyncio.get_running_loop()
+            if chars <= self.settings.inline_tokenize_chars:
+                encodings = self.tokenize(request)
+            else:
+                encodings = await loop.run_in_executor(self.tokenizing, self.tokenize, request)
+            tokenized = time.perf_counter()
+            rows, queue_seconds, inference_seconds = await self._through_batcher(http, encodings, request.normalize)
+        finally:
+            self.release(len(request.inputs))
+        vectors = shape_vectors(rows, request)
+        total = time.perf_counter() - started
+        m = self.metrics
+        m.tokenization.observe(tokenized - started)
+        m.queue.observe(queue_seconds)
+        m.inference.observe(inference_seconds)
+        m.duration.observe(total)
+        headers = {"x-total-time": str(round(total * 1000)), "x-tokenization-time": str(round((tokenized - started)
+                   * 1000)), "x-queue-time": str(round(queue_seconds * 1000)),
+                   "x-inference-time": str(round(inference_seconds * 1000))}
+        return vectors, sum(len(e) for e in encodings), headers
+
+    async def _through_batcher(self, http: Request, encodings: list[Encoding],
+                               normalize: bool) -> tuple[np.ndarray, float, float]:
+        if self.batcher is None or not self.batcher.healthy():
+            raise ApiError("Unhealthy", "the model is not ready or its batching thread stopped")
+        loop = asyncio.get_running_loop()
+        settled: asyncio.Future = loop.create_future()
+
+        def deliver(rows, error, queue_seconds, inference_seconds) -> None:
+            def settle() -> None:
+                if not settled.done():
+                    settled.set_result((rows, error, queue_seconds, inference_seconds))
+            loop.call_soon_threadsafe(settle)
+
+        job = Job(encodings, normalize, deliver)
+        self.batcher.submit(job)
+        self.metrics.queue_size.set(self.batcher.queued)
+        gone = asyncio.ensure_future(_client_gone(http))
+        try:
+            await asyncio.wait({settled, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not settled.done():
+            job.cancelled = True  # dropped before it is computed, if it was not yet
+            raise ApiError("Validation", "the client closed the connection", status=499)
+        rows, error, queue_seconds, inference_seconds = settled.result()
+        if error is not None:
+            if isinstance(error, EncodingError):
+                raise ApiError("Validation", str(error)) from error
+            raise ApiError("Backend", f"inference failed: {error}") from error
+        return rows, queue_seconds, inference_seconds
+
+
+async def _client_gone(http: Request) -> None:
+    """Returns when the client disconnects (the body was read already: the next message is the disconnect)."""
+    while True:
+        message = await http.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+class ORJSONResponse(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _error(err: ApiError, openai: bool) -> Response:
+    headers = {"Retry-After": str(err.retry_after)} if err.retry_after is not None else None
+    return ORJSONResponse(err.openai() if openai else err.tei(), status_code=err.status, headers=headers)
+
+
+async def _body(request: Request, limit: int) -> Any:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError("PayloadTooLarge", f"the request body has {declared} bytes, more than the limit of {limit}")
+    raw = await request.body()
+    if len(raw) > limit:
+        raise ApiError("PayloadTooLarge", f"the request body has {len(raw)} bytes, more than the limit of {limit}")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        raise ApiError("Validation", f"the request body is not valid JSON: {err}") from err
+
+
+def create_app(embedder: Embedder, settings: ServerSettings, index: Any | None = None) -> Starlette:
+    """The app; the batcher starts with the app's lifespan and drains when it stops."""
+    server = _Server(embedder, settings, index)
+
+    async def tei_embed(request: Request) -> Response:
+        server.metrics.requests.labels(method="embed").inc()
+        try:
+            parsed = parse_tei(await _body(request, settings.payload_limit), server.limits)
+            vectors, _, headers = await server.embed(request, parsed)
+        except ApiError as err:
+            server.metrics.failures.labels(err=err.error_type).inc()
+            return _error(err, openai=False)
+        server.metrics.successes.labels(method="embed").inc()
+        return ORJSONResponse(vectors, headers=headers)
+
+    async def openai_embeddings(request: Request) -> Response:
+        server.metrics.requests.labels(method="openai").inc()
+        try:
+            parsed, encoding_format = parse_openai(await _body(request, settings.payload_limit), server.limits)
+            vectors, tokens, headers = await server.embed(request, parsed)
+        except ApiError as err:
+            server.metrics.failures.labels(err=err.error_type).inc()
+            return _error(err, openai=True)
+        server.metrics.successes.labels(method="openai").inc()
+        return ORJSONResponse(openai_response(vectors, encoding_format, settings.model_id, tokens), headers=headers)
+
+    async def tokenize(request: Request) -> Response:
+        try:
+            body = await _body(request, settings.payload_limit)
+            inputs = body.get("inputs") if isinstance(body, dict) else None
+            texts = [inputs] if isinstance(inputs, str) else inputs
+            if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+                raise ApiError("Validation", "`inputs` must be a string or a non-empty list of strings")
+            if len(texts) > settings.max_client_batch_size:
+                raise ApiError("Validation", f"batch size {len(texts)} > maximum allowed batch size "
+                                             f"{settings.max_client_batch_size}")
+            pieces = await asyncio.get_running_loop().run_in_executor(
+                server.tokenizing, embedder.tokenizer.pieces, texts)
+        except ApiError as err:
+            return _error(err, openai=False)
+        return ORJSONResponse(pieces)
+
+    async def info(_: Request) -> Response:
+        facts = embedder.describe()
+        return ORJSONResponse({
+            "model_id": settings.model_id, "model_sha": None,
+            "model_dtype": {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "int8": "int8"}.get(
+                embedder.precision, embedder.precision),
+            "model_type": {"embedding": {"pooling": facts.get("pooling", "mean")}},
+            "max_concurrent_requests": settings.max_concurrent_requests, "max_input_length": server.max_tokens,
+            "max_batch_tokens": settings.max_batch_tokens, "max_batch_requests": None,
+            "max_client_batch_size": settings.max_client_batch_size, "auto_truncate": True,
+            "tokenization_workers": settings.tokenization_workers, "version": __version__, "sha": None,
+            "docker_label": None, "backend": facts.get("backend"), "dim": embedder.dim})
+
+    async def health(_: Request) -> Response:
+        if server.batcher is None or not server.batcher.healthy():
+            return _error(ApiError("Unhealthy", "the batching thread is not running"), openai=False)
+        return Response(status_code=200)
+
+    async def metrics(_: Request) -> Response:
+        return Response(server.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    async def search(request: Request) -> Response:
+        try:
+            if server.index is None:
+                raise ApiError("NotFound", "this server has no code index; start it with --index PATH")
+            body = await _body(request, settings.payload_limit)
+            if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+                raise ApiError("Validation", "the body must be {\"query\": str, \"top_k\": int, \"mode\": str}")
+            top_k, mode = body.get("top_k", 10), body.get("mode", "hybrid")
+
+            def run() -> list[dict[str, Any]]:
+                try:
+                    return [hit.as_dict(content=False) for hit in server.index.search(body["query"], top_k=top_k,
+                                                                                     mode=mode)]
+                except UsageError as err:
+                    raise ApiError("Validation", str(err)) from err
+                except VecsiftError as err:
+                    raise ApiError("Backend", str(err)) from err
+
+            results = await asyncio.get_running_loop().run_in_executor(server.searching, run)
+        except ApiError as err:
+            return _error(err, openai=False)
+        return ORJSONResponse(results)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        server.start()
+        try:
+            yield
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, server.stop)
+
+    app = Starlette(routes=[
+        Route("/embed", tei_embed, methods=["POST"]),
+        Route("/v1/embeddings", openai_embeddings, methods=["POST"]),
+        Route("/embeddings", openai_embeddings, methods=["POST"]),
+        Route("/tokenize", tokenize, methods=["POST"]),
+        Route("/info", info, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/search", search, methods=["POST"]),
+    ], lifespan=lifespan)
+    app.state.vecsift = server
+    if settings.api_key:
+        app = _require_key(app, settings.api_key)
+    return app
+
+
+def _require_key(app: Any, key: str) -> Any:
+    """ASGI middleware: ``Authorization: Bearer KEY`` on every route but /health and /metrics (401 otherwise)."""
+    expected = f"Bearer {key}".encode()
+
+    async def guarded(scope, receive, send):
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+            given = dict(scope.get("headers", [])).get(b"authorization", b"")
+            if not hmac.compare_digest(given, expected):
+                err = ApiError("Unauthorized", "missing or wrong API key: send `Authorization: Bearer KEY`")
+                await _error(err, openai=scope["path"] in OPENAI_PATHS)(scope, receive, send)
+                return
+        await app(scope, receive, send)
+
+    return guarded
+

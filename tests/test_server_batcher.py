@@ -1,0 +1,142 @@
+"""The server's batcher and its failure paths, in process with fake backends (no model, no sockets)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+from starlette.testclient import TestClient
+
+from fakes import FakeBackend, encodings_of_lengths
+from vecsift import Embedder
+from vecsift.server.app import ServerSettings, create_app
+from vecsift.server.batcher import Batcher, Job
+
+
+class Recorder:
+    """Collects what the batcher delivers to each job."""
+
+    def __init__(self) -> None:
+        self.results: dict[int, tuple] = {}
+        self.done = threading.Event()
+        self.expected = 0
+
+    def job(self, key: int, encodings, normalize: bool = True) -> Job:
+        self.expected += 1
+
+        def deliver(rows, error, queue_seconds, inference_seconds):
+            self.results[key] = (rows, error, queue_seconds, inference_seconds)
+            if len(self.results) == self.expected:
+                self.done.set()
+
+        return Job(list(encodings), normalize, deliver)
+
+
+def test_batches_respect_the_token_budget_and_arrival_order():
+    backend = FakeBackend(dim=4)
+    batches: list[tuple[int, int]] = []
+    batcher = Batcher([backend], max_batch_tokens=100, batch_size=8, workers=1,
+                      on_batch=lambda stats: batches.append((stats.inputs, stats.tokens)))
+    recorder = Recorder()
+    order: list[int] = []
+    try:
+        big = recorder.job(1, encodings_of_lengths([30] * 10))  # 300 tokens: sliced over batches
+        small = recorder.job(2, encodings_of_lengths([10, 10], offset=5000))
+        for key, job in ((1, big), (2, small)):
+            deliver = job.deliver
+            job.deliver = lambda *a, key=key, deliver=deliver: (order.append(key), deliver(*a))
+        with batcher._wake:  # both queued before the thread looks
+            batcher._queue.extend([big, small])
+            batcher._wake.notify()
+        assert recorder.done.wait(30)
+    finally:
+        batcher.stop()
+    assert all(tokens <= 100 for _, tokens in batches) and sum(n for n, _ in batches) == 12
+    assert order == [2, 1]  # the small request behind the big one was not held up until the big one ended
+    assert batches[1] == (4, 80)  # the second batch: the small request's 2 inputs first, then 2 more of the big one
+    expected_big = backend.embed_batch(encodings_of_lengths([30] * 10))
+    np.testing.assert_allclose(recorder.results[1][0], expected_big, atol=1e-6)
+    np.testing.assert_allclose(recorder.results[2][0], backend.embed_batch(encodings_of_lengths([10, 10], 5000)))
+
+
+def test_a_cancelled_job_is_never_computed():
+    backend = FakeBackend(dim=4, delay=0.3)
+    batcher = Batcher([backend], max_batch_tokens=1000, batch_size=8, workers=1)
+    recorder = Recorder()
+    try:
+        first = recorder.job(1, encodings_of_lengths([5]))
+        gone = recorder.job(2, encodings_of_lengths([7], offset=9000))
+        batcher.submit(first)
+        time.sleep(0.1)  # the first batch is computing
+        gone.cancelled = True  # its client went away while it waited
+        batcher.submit(gone)
+        recorder.expected = 1
+        assert recorder.done.wait(30)
+    finally:
+        batcher.stop()
+    assert 2 not in recorder.results
+    assert sum(size for _, size in backend.calls) == 1  # only the first job's input was embedded
+
+
+def test_unnormalized_and_normalized_jobs_never_share_a_batch(tokenizer):
+    from vecsift import load_backend
+
+    backend = load_backend("cpu", "all-MiniLM-L6-v2", driver="numpy")
+    batcher = Batcher([backend], max_batch_tokens=10_000, batch_size=8, workers=1)
+    recorder = Recorder()
+    encodings = tokenizer.encode(["retry with backoff", "parse a config file"])
+    try:
+        batcher.submit(recorder.job(1, encodings, normalize=True))
+        batcher.submit(recorder.job(2, encodings, normalize=False))
+        assert recorder.done.wait(60)
+    finally:
+        batcher.stop()
+    unit, raw = recorder.results[1][0], recorder.results[2][0]
+    assert np.allclose(np.linalg.norm(unit, axis=1), 1, atol=1e-5)
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1, atol=1e-3)
+    np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), unit, atol=1e-5)
+
+
+def _client(backend, **settings):
+    embedder = Embedder(backends=[backend])
+    return TestClient(create_app(embedder, ServerSettings(model_id="fake", **settings)))
+
+
+def test_a_failing_backend_is_a_424_and_the_server_goes_on():
+    backend = FakeBackend(dim=384, fail_on_id=1999)
+    with _client(backend) as client:
+        failed = client.post("/embed", json={"inputs": [[101, 1999, 102]]})
+        assert failed.status_code == 424 and failed.json()["error_type"] == "Backend"
+        assert "injected failure" in failed.json()["error"]
+        assert client.post("/embed", json={"inputs": [[101, 2000, 102]]}).status_code == 200
+        raw = client.post("/embed", json={"inputs": "x", "normalize": False})  # the fake cannot skip normalizing
+        assert raw.status_code == 424 and "normalized vectors only" in raw.json()["error"]
+        assert client.post("/v1/embeddings", json={"input": [[101, 1999, 102]]}).json()["error"]["type"] == \
+            "server_error"
+
+
+def test_a_dead_batcher_makes_the_server_unhealthy():
+    with _client(FakeBackend(dim=384)) as client:
+        server = client.app.state.vecsift
+        server.batcher.failure = RuntimeError("batching thread crashed")
+        health = client.get("/health")
+        assert health.status_code == 503 and health.json()["error_type"] == "Unhealthy"
+        embed = client.post("/embed", json={"inputs": "x"})
+        assert embed.status_code == 503 and embed.json()["error_type"] == "Unhealthy"
+
+
+def test_admission_counts_inputs_and_releases_them():
+    with _client(FakeBackend(dim=384, delay=0.2), max_concurrent_requests=3) as client:
+        server = client.app.state.vecsift
+        assert client.post("/embed", json={"inputs": ["a", "b", "c"]}).status_code == 200
+        refused = client.post("/embed", json={"inputs": ["a", "b", "c", "d"]})
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+        assert refused.json()["error_type"] == "Overloaded"
+        assert server.in_flight == 0
+    with _client(FakeBackend(dim=384), max_concurrent_requests=1, overload_status=503) as client:
+        refused = client.post("/embed", json={"inputs": ["a", "b"]})
+        assert refused.status_code == 503 and refused.json()["error_type"] == "Overloaded"
