@@ -69,7 +69,8 @@ class Tokenizer:
                 np.asarray(e.attention_mask, dtype=np.int64),
                 np.asarray(e.type_ids, dtype=np.int64),
             )
-            for e in tokenizer.encode_batch(texts)
+            # one text: the sequential call (encode_batch hands even one text to its thread pool)
+            for e in ([tokenizer.encode(texts[0])] if len(texts) == 1 else tokenizer.encode_batch(texts))
         ]
 
 

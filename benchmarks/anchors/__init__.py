@@ -1,0 +1,1 @@
+"""Servers a user would run instead of vecsift, started by the load benchmark."""

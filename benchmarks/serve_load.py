@@ -1,0 +1,211 @@
+"""Load on `vecsift serve` against the servers a user would otherwise run, on loopback, bounded in time.
+
+Servers, one at a time, each on 127.0.0.1: vecsift serve (its default precision here, and fp32), and the
+hand-written anchor (sentence-transformers behind FastAPI, ``benchmarks/anchors/st_fastapi.py``). All are
+asked the same OpenAI-shaped requests (``POST /v1/embeddings``). The ceiling is ``Embedder.embed`` on the
+same texts in this process, with no server.
+
+Load: wrk (C, one thread, a Lua script cycling through the texts) at 1, 8 and 64 connections, with
+single-text and 32-text requests, for ``--seconds`` each; p50 / p95 / p99 latency from wrk's
+histogram; non-2xx answers and socket errors counted. wrk's own CPU time is reported so it can be
+seen not to be the bottleneck.
+
+    python -m benchmarks.serve_load [--write] [--seconds 10]      (needs `apt-get install wrk`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from benchmarks.machine import describe_machine, write_section
+from vecsift import Embedder
+from vecsift.models import bundled_model_dir
+from vecsift.search.precision import index_precision
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+CONCURRENCY = (1, 8, 64)
+BATCH = 32
+_LUA = """
+local bodies = {%s}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("POST", "/v1/embeddings", {["Content-Type"] = "application/json"}, bodies[(i %% #bodies) + 1])
+end
+done = function(summary, latency, requests)
+  io.write(string.format('RESULT {"requests": %%d, "duration_us": %%d, "status_errors": %%d, "socket_errors": %%d, ' ..
+    '"p50": %%d, "p95": %%d, "p99": %%d}\\n', summary.requests, summary.duration, summary.errors.status,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99)))
+end
+"""
+
+
+def texts(count: int) -> list[str]:
+    """Short real texts: non-blank lines of stdlib source, 20 to 200 characters."""
+    out = []
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            line = line.strip()
+            if 20 <= len(line) <= 200:
+                out.append(line)
+                if len(out) == count:
+                    return out
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(command: list[str]) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True).start()
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            match = re.search(r"serving on (http://\S+)", lines.get(timeout=1))
+        except queue.Empty:
+            if process.poll() is not None:
+                raise SystemExit(f"{command} exited before serving") from None
+            continue
+        if match:
+            url = match.group(1)
+            for _ in range(600):
+                if subprocess.run(["curl", "-sf", f"{url}/health"], capture_output=True).returncode == 0:
+                    return process, url
+                time.sleep(0.1)
+    raise SystemExit(f"{command} did not start")
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def load(url: str, bodies: list[str], connections: int, seconds: int, work: Path) -> dict:
+    script = work / "load.lua"
+    script.write_text(_LUA % ", ".join(f"[==[{b}]==]" for b in bodies))
+    started = time.perf_counter()
+    usage_before = os.times()
+    done = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "60s", "-s", str(script),
+                           url], capture_output=True, text=True)
+    usage_after = os.times()
+    wall = time.perf_counter() - started
+    result = json.loads(done.stdout.split("RESULT ", 1)[1].splitlines()[0])
+    result["wrk_cpu"] = ((usage_after.children_user - usage_before.children_user)
+                         + (usage_after.children_system - usage_before.children_system)) / wall
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--write", action="store_true", help=f"write the section of {RESULTS.name}")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("the load generator wrk is not installed: apt-get install wrk")
+    model_dir = bundled_model_dir()
+    corpus = texts(2048)
+    singles = [json.dumps({"input": t, "model": "all-MiniLM-L6-v2"}) for t in corpus]
+    batches = [json.dumps({"input": corpus[i:i + BATCH], "model": "all-MiniLM-L6-v2"})
+               for i in range(0, len(corpus), BATCH)]
+    precision = index_precision("auto")
+    servers = {
+        f"vecsift serve ({precision})": [sys.executable, "-m", "vecsift", "serve", "--port", "0", "--precision",
+                                         precision, "--max-concurrent-requests", str(64 * BATCH)],
+        "sentence-transformers + FastAPI (fp32)": [sys.executable, "-m", "benchmarks.anchors.st_fastapi",
+                                                   str(model_dir), str(free_port())],
+    }
+    if precision != "fp32":
+        servers["vecsift serve (fp32)"] = [sys.executable, "-m", "vecsift", "serve", "--port", "0", "--precision",
+                                           "fp32", "--max-concurrent-requests", str(64 * BATCH)]
+    rows: list[str] = []
+    single_rate: dict[str, float] = {}
+    single_p50: dict[str, float] = {}
+    work = Path(tempfile.mkdtemp(prefix="vecsift-load-"))
+    try:
+        for name, command in servers.items():
+            process, url = start(command)
+            try:
+                load(url, singles[:64], 8, 3, work)  # warm-up
+                for size, bodies in (("1 text", singles), (f"{BATCH} texts", batches)):
+                    for connections in CONCURRENCY:
+                        r = load(url, bodies, connections, args.seconds, work)
+                        per_request = 1 if size == "1 text" else BATCH
+                        rate = (r["requests"] - r["status_errors"] - r["socket_errors"]) / (r["duration_us"] / 1e6)
+                        texts_per_s = rate * per_request
+                        if size == "1 text":
+                            single_rate[(name, connections)] = texts_per_s
+                            if connections == 1:
+                                single_p50[name] = r["p50"] / 1000
+                        rows.append(f"| {name} | {size} | {connections} | {texts_per_s:.1f} | {r['p50'] / 1000:.1f} "
+                                    f"| {r['p95'] / 1000:.1f} | {r['p99'] / 1000:.1f} | {r['requests']} "
+                                    f"| {r['status_errors'] + r['socket_errors']} | {r['wrk_cpu']:.0%} |")
+                        print(rows[-1], flush=True)
+            finally:
+                stop(process)
+
+        # The ceiling, with no server running: the same texts through the same engine in this process.
+        embedder = Embedder("all-MiniLM-L6-v2", precision=precision)
+        embedder.embed(corpus[:256])
+        runs = []
+        for _ in range(3):
+            started = time.perf_counter()
+            embedder.embed(corpus)
+            runs.append(time.perf_counter() - started)
+        ceiling = len(corpus) / statistics.median(runs)
+        one = []
+        for text in corpus[:200]:
+            started = time.perf_counter()
+            embedder.embed([text])
+            one.append(time.perf_counter() - started)
+        one_p50 = statistics.median(one) * 1000
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    ours = f"vecsift serve ({precision})"
+    anchor = "sentence-transformers + FastAPI (fp32)"
+    at64 = single_rate[(ours, 64)]
+    body = "\n".join([
+        f"Machine: {describe_machine()}.", "",
+        f"Texts: {len(corpus)} lines of stdlib source (20–200 characters); each server gets the same "
+        f"OpenAI-shaped requests for {args.seconds} s per row, after a warm-up, from wrk on 127.0.0.1 (one thread; "
+        "its share of a core is in the last column).", "",
+        "| server | request | connections | texts/s | p50 ms | p95 ms | p99 ms | requests | errors | wrk CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|", *rows, "",
+        f"Ceiling, `Embedder.embed` on the same {len(corpus)} texts in one call ({precision}, no server): "
+        f"{ceiling:.1f} texts/s. One text through `Embedder.embed`: p50 {one_p50:.1f} ms.", "",
+        f"At 64 connections of single-text requests: vecsift serve {at64:.1f} texts/s = {at64 / ceiling:.2f}× the "
+        f"ceiling and {at64 / single_rate[(anchor, 64)]:.2f}× the hand-written anchor. One client, one short text: "
+        f"p50 {single_p50[ours]:.1f} ms against {one_p50:.1f} ms for `Embedder.embed` "
+        f"(+{single_p50[ours] - one_p50:.1f} ms).",
+    ])
+    print(body)
+    if args.write:
+        write_section(RESULTS, "## Serving under load", "python -m benchmarks.serve_load --write", body)
+
+
+if __name__ == "__main__":
+    main()
