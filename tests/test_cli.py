@@ -172,3 +172,68 @@ def test_a_binary_file_named_explicitly_is_skipped_with_a_warning(tree, tmp_path
                  "-v"]) == 0
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [str(tree / "pkg" / "a.py")]
     assert f"skipped {tree / 'program'}: binary (NUL byte)" in capsys.readouterr().err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == "vecsift 0.1.0"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["embed", "{tree}", "--field", "body"], "--field and --id-field apply to --jsonl input only"),
+    (["embed", "{tree}", "--id-field", "id"], "--field and --id-field apply to --jsonl input only"),
+    (["embed", "--jsonl", "{ids}", "--id-field", "nope"], "in.jsonl:1: no field 'nope' for the record id"),
+    (["embed", "{tree}", "-o", "{tmp}/x.npy", "--format", "jsonl"], "--format jsonl would write jsonl into"),
+    (["embed", "{tree}", "-o", "{tmp}/missing/x.npy", "--model", "/no/such/model"], "output folder .* does not exist"),
+])
+def test_options_that_do_not_fit_are_refused_before_any_work(argv, message, tree, tmp_path, capsys):
+    (tmp_path / "in.jsonl").write_text('{"id": "a", "text": "x"}\n')
+    values = {"tree": str(tree), "tmp": str(tmp_path), "ids": str(tmp_path / "in.jsonl")}
+    assert main([a.format(**values) for a in argv]) == 1
+    import re
+
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_max_tokens_below_two_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["embed", "--max-tokens", "1"])
+    assert exit_info.value.code == 2 and "must be ≥ 2" in capsys.readouterr().err
+
+
+def test_output_files_follow_the_umask_and_keep_an_existing_mode(tree, tmp_path):
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        out = tmp_path / "new.jsonl"
+        assert main(["embed", str(tree / "pkg" / "a.py"), "-o", str(out), "--no-progress"]) == 0
+        assert stat.S_IMODE(out.stat().st_mode) == 0o644
+        kept = tmp_path / "kept.npy"
+        kept.write_bytes(b"old")
+        kept.chmod(0o640)
+        assert main(["embed", str(tree / "pkg" / "a.py"), "-o", str(kept), "--no-progress"]) == 0
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o640 and np.load(kept).shape == (1, 384)
+    finally:
+        os.umask(previous)
+
+
+def test_sigterm_stops_a_run_like_ctrl_c_and_leaves_no_partial_file(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "vectors.npy"
+    process = subprocess.Popen([sys.executable, "-m", "vecsift", "embed", "--no-progress", "--driver", "numpy",
+                                "-o", str(out)], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdin.write("".join(f"line {i}\n" for i in range(500)))
+    process.stdin.flush()
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".vectors.npy.*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 143 and "terminated; no output was written" in stderr
+    assert list(tmp_path.iterdir()) == []

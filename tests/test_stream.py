@@ -249,3 +249,21 @@ def test_real_cuda_backend_streams_in_order(tokenizer):
     reference = load_backend(driver="numpy").embed_batch(tokenizer.encode(texts))
     got = np.stack(list(embed_stream(texts, [cuda], tokenizer, batch_size=16)))
     assert (got * reference).sum(axis=1).min() > 0.999
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_breaking_out_and_dropping_a_stream_stops_its_threads(tokenizer, gpu):
+    """`for v in embed_stream(...): break` then losing the stream must not leave threads polling."""
+    import gc
+
+    for _ in range(3):
+        stream = embed_stream((f"t{i}" for i in range(10**9)), [FakeBackend(gpu=gpu)], tokenizer, batch_size=8)
+        for _vector in stream:
+            break
+        assert vecsift_threads()  # running while the stream is alive
+        del stream
+    gc.collect()
+    deadline = time.monotonic() + TIME_BOUND
+    while vecsift_threads() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not vecsift_threads()

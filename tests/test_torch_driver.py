@@ -132,15 +132,18 @@ def test_per_token_quantization_stays_in_range():
         assert bool((error <= steps * scale.float()).all())
 
 
-@pytest.mark.parametrize(("precision", "onednn"), [("fp32", True), ("bf16", True), ("bf16", False), ("int8", True)])
-def test_fused_linear_gelu_matches_the_unfused_one(monkeypatch, precision, onednn):
+@pytest.mark.parametrize(("precision", "onednn", "int8_kernel"), [
+    ("fp32", True, None), ("bf16", True, None), ("bf16", False, None), ("int8", True, "onednn"),
+    ("int8", True, "dequantized"), ("int8", False, "dequantized")])
+def test_fused_linear_gelu_matches_the_unfused_one(monkeypatch, precision, onednn, int8_kernel):
     """The bf16 path fuses bias and GELU into oneDNN's GEMM (F.linear where torch lacks it); every
     precision must equal gelu(linear)."""
     import vecsift.backend.driver.torch_driver as torch_driver
 
     monkeypatch.setattr(torch_driver, "_ONEDNN_LINEAR", onednn)
-    driver = torch_driver.TorchDriver("cpu", precision)
-    assert driver._onednn == (onednn and precision == "bf16")
+    driver = torch_driver.TorchDriver("cpu", precision, int8_kernel)
+    bf16_linear = precision == "bf16" or (int8_kernel == "dequantized" and driver.dtype == torch.bfloat16)
+    assert driver._onednn == (onednn and bf16_linear)
     generator = torch.Generator().manual_seed(1)
     weight = torch.randn(96, 48, generator=generator) * 0.2
     bias = driver.weight(torch.randn(96, generator=generator).numpy())
@@ -154,12 +157,39 @@ def test_fused_linear_gelu_matches_the_unfused_one(monkeypatch, precision, onedn
     assert (fused - exact).abs().max() <= 4 * tolerance
 
 
-def test_int8_without_onednn_says_why(monkeypatch):
+def test_int8_kernel_follows_the_cpu(monkeypatch):
+    """oneDNN's int8 GEMM only with AMX int8 tiles: without them it is ~100x slower than fp32 and would
+    hang the test suite, so int8 weights are dequantized at load there."""
     import vecsift.backend.driver.torch_driver as torch_driver
 
-    monkeypatch.setattr(torch_driver, "_ONEDNN_INT8", False)
-    with pytest.raises(BackendError, match="int8 needs torch's oneDNN quantized linear"):
-        load_backend("cpu", precision="int8")
+    monkeypatch.setattr(torch_driver, "has_amx_int8", lambda: True)
+    assert torch_driver.TorchDriver("cpu", "int8").int8_kernel == "onednn"
+    monkeypatch.setattr(torch_driver, "has_amx_int8", lambda: False)
+    driver = torch_driver.TorchDriver("cpu", "int8")
+    assert driver.int8_kernel == "dequantized" and driver.clone().int8_kernel == "dequantized"
+    assert "dequantized" in driver.describe()["int8_kernel"]
+    monkeypatch.setattr(torch_driver, "has_amx_int8", lambda: True)
+    monkeypatch.setattr(torch_driver, "_ONEDNN_INT8", False)  # a torch build without the operator
+    assert torch_driver.TorchDriver("cpu", "int8").int8_kernel == "dequantized"
+    with pytest.raises(BackendError, match="needs torch's oneDNN quantized linear"):
+        torch_driver.TorchDriver("cpu", "int8", int8_kernel="onednn")
+    with pytest.raises(BackendError, match="unknown int8 kernel"):
+        torch_driver.TorchDriver("cpu", "int8", int8_kernel="vnni")
+
+
+def test_dequantized_int8_keeps_quality_and_speed(monkeypatch, tokenizer, fp32_reference):
+    """The kernel a CPU without AMX int8 gets: close to fp32, and not slower than it (counted in forward
+    passes of the same size rather than timed: both run the same GEMMs, in bf16 or fp32)."""
+    import vecsift.backend.driver.torch_driver as torch_driver
+
+    monkeypatch.setattr(torch_driver, "has_amx_int8", lambda: False)
+    texts, fp32 = fp32_reference
+    backend = load_backend("cpu", precision="int8")
+    assert "dequantized" in backend.describe()["int8_kernel"]
+    int8 = embed_distributed(tokenizer.encode(texts), [backend])
+    cosines = (int8 * fp32).sum(1)
+    assert int8.dtype == np.float32 and cosines.min() >= 0.98 and cosines.mean() >= 0.995
+    assert not any(isinstance(w, torch_driver.Int8Weight) for w in vars(backend.arch.layers[0]).values())
 
 
 @pytest.mark.parametrize("precision", ["bf16", "int8"])

