@@ -34,7 +34,9 @@ from vecsift.search.languages import language_of
 from vecsift.search.store import IndexStore, StoredFile
 from vecsift.search.walk import Skipped, WalkedFile, WalkOptions, read_source, walk
 
-EMBED_STEP = 256  # chunks embedded and committed together
+# Chunks embedded and committed together: a killed refresh loses at most one step (~10 s of work here).
+# Larger steps sort more inputs by length together; 256 made a build 1.15x Embedder.embed, 2048 1.05x.
+EMBED_STEP = 2048
 # Unused cached vectors (kept so a branch switch back re-embeds nothing) are compacted away once they
 # outnumber the used ones and this many.
 COMPACT_MIN_ORPHANS = 1000
@@ -157,20 +159,22 @@ class Refresher:
         summary.chunks_embedded, summary.chunks_reused = self._embed_missing(rewritten)
         with self.store.write():
             self.store.remove_files(k.id for k in changes.removed)
+            known = {known.path: known.id for _, known in changes.modified}
             for item in touched:
-                stored = self.store.files()[item.file.path]
-                self.store.touch_file(stored.id, item.file.size, item.file.mtime_ns)
+                self.store.touch_file(known[item.file.path], item.file.size, item.file.mtime_ns)
             for item in rewritten:
                 self.store.put_file(item.file.path, item.file.size, item.file.mtime_ns, item.content_hash,
                                     language_of(item.file.path).name, item.skipped, item.chunks)
             generation = int(self.store.meta("generation") or 0) + (1 if changes.count else 0)
             self.store.set_meta(complete=1, last_refresh=time.time(), generation=generation)
-            orphans, used = self.store.orphan_vectors()
-            if orphans > max(used, COMPACT_MIN_ORPHANS):
-                self.store.compact_vectors()
+            if changes.removed or rewritten:  # only then can vectors have lost their last chunk
+                orphans, used = self.store.orphan_vectors()
+                if orphans > max(used, COMPACT_MIN_ORPHANS):
+                    self.store.compact_vectors()
         self.store.remove_retired()
         summary.files_added = len(changes.added)
-        summary.files_changed = sum(1 for p in rewritten if p.file.path not in {f.path for f in changes.added})
+        added = {f.path for f in changes.added}
+        summary.files_changed = sum(1 for p in rewritten if p.file.path not in added)
         summary.files_removed = len(changes.removed)
         summary.skipped = skipped.entries + [(p.file.path, p.skipped) for p in rewritten if p.skipped]
         summary.files_skipped = len(summary.skipped)
