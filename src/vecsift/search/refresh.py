@@ -247,7 +247,9 @@ class Refresher:
                 total += 1
                 texts[text_hash] = self.document_prompt + embedding_text(chunk, with_path=self.path_in_text)
         cached = self.store.cached_hashes(texts)
-        missing = [h for h in texts if h not in cached]
+        # Shortest first across the whole refresh, so each step holds texts of similar length, as one call over
+        # everything would (the engine sorts within a call): without it a full build was 1.39x Embedder.embed.
+        missing = sorted((h for h in texts if h not in cached), key=lambda h: len(texts[h]))
         if not missing:
             return 0, total
         embed = self._embed_factory()
