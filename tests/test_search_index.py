@@ -62,7 +62,7 @@ def test_keyword_mode_finds_identifiers_by_their_parts(repo):
 
 def test_results_carry_lines_kind_name_and_text(repo):
     with open_index(repo) as index:
-        hit = index.search("Session request retries", top_k=1)[0]
+        hit = index.search("Session.request", top_k=1)[0]  # a qualified name, as code spells it
     lines = (repo / hit.path).read_text().split("\n")
     assert hit.text == "\n".join(lines[hit.start_line - 1:hit.end_line])
     assert (hit.kind, hit.name, hit.scope, hit.language) == ("method", "request", "Session.request", "python")
