@@ -38,6 +38,7 @@ from vecsift.search.query_encoder import QueryEncoder
 from vecsift.search.refresh import Changes, Refresher, RefreshSummary, compare, model_fingerprint
 from vecsift.search.store import DATABASE_NAME, ChunkRecord, ChunkTable, IndexStore, remove_index_files
 from vecsift.search.walk import DEFAULT_MAX_FILE_SIZE, WalkOptions, check_root, matches_globs, walk
+from vecsift.tokenizer import Tokenizer, tokenizer_for
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class Index:
         }
         self._encoder = QueryEncoder(model, self.query_prompt)
         self._embedder: Any = None
+        self._tokenizer: Tokenizer | None = None
         self._reader: IndexStore | None = None
         self._cache_key: tuple | None = None
         self._table: ChunkTable | None = None
@@ -171,10 +173,9 @@ class Index:
     def _max_tokens(self) -> int:
         return self._encoder_tokenizer().default_max_tokens
 
-    def _encoder_tokenizer(self):
-        from vecsift.tokenizer import tokenizer_for
-
-        if getattr(self, "_tokenizer", None) is None:
+    def _encoder_tokenizer(self) -> Tokenizer:
+        """The model's tokenizer, loaded on first use (chunk budgets and token counts need it)."""
+        if self._tokenizer is None:
             self._tokenizer = tokenizer_for(self._files)
         return self._tokenizer
 
