@@ -27,6 +27,13 @@ class UsageError(VecsiftError, ValueError):
     """An argument is out of range or of the wrong kind (batch size, worker count, paths)."""
 
 
+def positive_int(name: str, value: object) -> int:
+    """``value`` if it is an integer ≥ 1 (bools refused), else a :class:`UsageError` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UsageError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
 class SearchIndexError(VecsiftError):
     """A search index cannot be used as asked (not built yet, busy, wrong location, unwritable)."""
 

@@ -76,12 +76,17 @@ def add_search_commands(commands: Any) -> None:
     _index_options(status)
 
 
+def _index_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``Index`` keyword arguments that ``_index_options`` put on the command line."""
+    return {"model": args.model, "index_dir": args.index_dir, "repo_local": args.repo_local,
+            "precision": args.precision, "workers": args.workers, "hidden": args.hidden,
+            "ignore_files": not args.no_ignore, "max_file_size": args.max_file_size}
+
+
 def _open_index(args: argparse.Namespace):
     from vecsift.search import Index
 
-    return Index(args.path, model=args.model, index_dir=args.index_dir, repo_local=args.repo_local,
-                 precision=args.precision, workers=args.workers, hidden=args.hidden,
-                 ignore_files=not args.no_ignore, max_file_size=args.max_file_size)
+    return Index(args.path, **_index_settings(args))
 
 
 def run_index(args: argparse.Namespace) -> int:
@@ -121,9 +126,7 @@ def run_mcp(args: argparse.Namespace) -> int:
         raise UsageError(f"`vecsift mcp` needs the MCP SDK ({err.name} is missing): pip install 'vecsift[mcp]'") \
             from err
 
-    serve(args.path, max_chars=args.max_chars, model=args.model, index_dir=args.index_dir,
-          repo_local=args.repo_local, precision=args.precision, workers=args.workers, hidden=args.hidden,
-          ignore_files=not args.no_ignore, max_file_size=args.max_file_size)
+    serve(args.path, max_chars=args.max_chars, **_index_settings(args))
     return 0
 
 

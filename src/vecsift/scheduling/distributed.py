@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from vecsift.backend.contract import EmbedBackend
 from vecsift.encoding import Encoding
-from vecsift.errors import BackendError, EncodingError, UsageError
+from vecsift.errors import BackendError, EncodingError, UsageError, positive_int
 from vecsift.scheduling.progress import Progress, ProgressCallback
 from vecsift.scheduling.run_state import RunState
 from vecsift.scheduling.work_queue import WorkQueue, length_sorted_units
@@ -46,11 +46,8 @@ def check_arguments(backends: Sequence[EmbedBackend] | EmbedBackend, batch_size:
     backends = list(backends)
     if not backends or not all(isinstance(b, EmbedBackend) for b in backends):
         raise UsageError("backends must be a non-empty list of EmbedBackend")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}")
-    workers = default_workers() if workers is None else workers
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise UsageError(f"workers must be a positive integer, got {workers!r}")
+    positive_int("batch_size", batch_size)
+    workers = positive_int("workers", default_workers() if workers is None else workers)
     return backends, workers
 
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 
 from vecsift.backend.contract import EmbedBackend
-from vecsift.errors import BackendError, EncodingError, UsageError
+from vecsift.errors import BackendError, EncodingError, UsageError, positive_int
 from vecsift.scheduling.distributed import check_arguments, single_threaded_kernels
 from vecsift.scheduling.progress import Progress, ProgressCallback
 from vecsift.scheduling.run_state import RunState
@@ -208,8 +208,7 @@ def embed_stream(
     """
     backends, workers = check_arguments(backends, batch_size, workers)
     window = 4 * batch_size if window is None else window
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        raise UsageError(f"window must be a positive integer, got {window!r}")
+    positive_int("window", window)
     if not isinstance(tokenizer, Tokenizer):
         raise UsageError(f"tokenizer must be a vecsift Tokenizer (load_tokenizer), got {type(tokenizer).__name__}")
     tokenizer.limit_for(max_tokens)  # a bad max_tokens fails here, not in a thread

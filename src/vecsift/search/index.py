@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from vecsift.errors import SearchIndexError, UsageError
+from vecsift.errors import SearchIndexError, UsageError, positive_int
 from vecsift.models.config import load_model_files, read_prompts
 from vecsift.models.resolve import DEFAULT_MODEL
 from vecsift.search import rank
@@ -62,18 +62,12 @@ class SearchResult:
         return data
 
 
-def _check_top_k(top_k: int) -> int:
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise UsageError(f"top_k must be a positive integer, got {top_k!r}")
-    return top_k
-
-
 def check_search_arguments(query: str, top_k: int, mode: str,
                            languages: str | Sequence[str] | None) -> frozenset[str] | None:
     """Validate a search before any work is done; the languages it names (None: all)."""
     if not isinstance(query, str) or not query.strip():
         raise UsageError("the query is empty; give some words or code to search for")
-    _check_top_k(top_k)
+    positive_int("top_k", top_k)
     rank.check_mode(mode)
     return parse_languages(languages)
 
@@ -274,7 +268,7 @@ class Index:
 
     def find_similar(self, path: str, line: int, *, top_k: int = 10) -> list[SearchResult]:
         """Chunks most like the chunk that holds ``path:line`` (itself excluded)."""
-        _check_top_k(top_k)
+        positive_int("top_k", top_k)
         store = self._open_reader()
         with store.read():
             table, vectors = self._snapshot(store)
@@ -295,7 +289,7 @@ class Index:
         """
         if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 < threshold <= 1:
             raise UsageError(f"threshold must be a number in (0, 1], got {threshold!r}")
-        _check_top_k(limit)
+        positive_int("limit", limit)
         store = self._open_reader()
         with store.read():
             table, vectors = self._snapshot(store)

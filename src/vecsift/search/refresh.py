@@ -207,10 +207,14 @@ class Refresher:
         path_tokens = index_text(file.path)
         entries = []
         for chunk in chunks:
-            embedded = self.document_prompt + embedding_text(chunk, with_path=self.path_in_text)
+            embedded = self._model_text(chunk)
             entries.append((chunk, blake3.blake3(embedded.encode("utf-8")).hexdigest(), index_text(chunk.text),
                             index_text(f"{chunk.name} {chunk.scope}"), path_tokens))
         return _Prepared(file, content_hash, None, entries)
+
+    def _model_text(self, chunk: Chunk) -> str:
+        """What the model reads for ``chunk`` (its vector is cached under this text's hash)."""
+        return self.document_prompt + embedding_text(chunk, with_path=self.path_in_text)
 
     def _max_chars(self) -> int:
         return max(200, int((self.max_tokens - HEADER_TOKENS) * CHARS_PER_TOKEN))
@@ -220,7 +224,7 @@ class Refresher:
         risky = [c for c in chunks if len(c.text) > (self.max_tokens - HEADER_TOKENS) * 2]
         if not risky:
             return chunks
-        texts = [self.document_prompt + embedding_text(c, with_path=self.path_in_text) for c in risky]
+        texts = [self._model_text(c) for c in risky]
         counts = dict(zip((id(c) for c in risky), self._count_tokens(texts), strict=True))
         fitted: list[Chunk] = []
         for chunk in chunks:
@@ -245,7 +249,7 @@ class Refresher:
         for item in prepared:
             for chunk, text_hash, *_ in item.chunks or ():
                 total += 1
-                texts[text_hash] = self.document_prompt + embedding_text(chunk, with_path=self.path_in_text)
+                texts[text_hash] = self._model_text(chunk)
         cached = self.store.cached_hashes(texts)
         # Shortest first across the whole refresh, so each step holds texts of similar length, as one call over
         # everything would (the engine sorts within a call): without it a full build was 1.39x Embedder.embed.

@@ -206,9 +206,7 @@ class IndexStore:
     def _guard(self, sql: str, parameters: Sequence[Any] | dict = ()) -> sqlite3.Cursor:
         try:
             return self._db.execute(sql, parameters)
-        except sqlite3.DatabaseError as err:
-            if isinstance(err, sqlite3.OperationalError) and "fts5" in str(err).lower():
-                raise
+        except sqlite3.DatabaseError as err:  # query terms are always quoted: no FTS5 syntax error reaches here
             raise IndexCorruptError(f"the index database {self.path} cannot be read ({err}); {RECOVERY}") from err
 
     # -- metadata --------------------------------------------------------------------------------

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vecsift.errors import UsageError
+from vecsift.errors import UsageError, positive_int
 from vecsift.search.ignore import IgnoreRules
 from vecsift.search.languages import language_of
 
@@ -37,6 +38,8 @@ LOCK_AND_GENERATED = (
     "*.safetensors", "*.sqlite", "*.db", "*.woff", "*.woff2", "*.ttf", "*.otf", "*.mp3", "*.mp4", "*.svg",
 )
 
+_SKIPPED_NAME = re.compile("|".join(fnmatch.translate(p) for p in LOCK_AND_GENERATED))  # one match per file
+
 
 @dataclass(frozen=True)
 class WalkOptions:
@@ -50,8 +53,7 @@ class WalkOptions:
     skip_defaults: bool = True  # dependency/build folders, lock, minified and binary-by-name files
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_file_size, bool) or not isinstance(self.max_file_size, int) or self.max_file_size < 1:
-            raise UsageError(f"max_file_size must be a positive number of bytes, got {self.max_file_size!r}")
+        positive_int("max_file_size", self.max_file_size)
 
     def key(self) -> str:
         """A stable description, stored with an index: a different walk is a different index content."""
@@ -150,8 +152,8 @@ def _walk_dir(root: Path, directory: Path, rules: IgnoreRules | None, options: W
                 continue
             if not entry.is_file(follow_symlinks=False):
                 continue  # sockets, fifos, devices
-            pattern = next((p for p in LOCK_AND_GENERATED if fnmatch.fnmatchcase(entry.name, p)), None)
-            if options.skip_defaults and pattern is not None:
+            if options.skip_defaults and _SKIPPED_NAME.match(entry.name):
+                pattern = next(p for p in LOCK_AND_GENERATED if fnmatch.fnmatchcase(entry.name, p))
                 skip(relative, f"lock, generated or binary file ({pattern})")
                 continue
             if options.languages is not None and language_of(relative).name not in options.languages:
