@@ -157,3 +157,15 @@ def reference_modernbert_hidden(directory: Path, encodings) -> tuple[np.ndarray,
     with torch.no_grad():
         hidden = model(input_ids=ids, attention_mask=mask).last_hidden_state
     return hidden.numpy(), mask.numpy()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster_session():
+    """One local Ray cluster for the whole test session (2 CPUs, a bounded object store), always shut down."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, logging_level="WARNING")
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

@@ -58,7 +58,7 @@ def test_jsonl_input_with_field(tmp_path, capsys):
 
 
 def test_stdin_lines(monkeypatch, capsys):
-    monkeypatch.setattr(sys, "stdin", io.StringIO("first line\nsecond line\n"))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"first line\nsecond line\n")))
     assert main(["embed", "--no-progress"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["id"] for r in rows] == ["<stdin>:1", "<stdin>:2"]
@@ -69,7 +69,7 @@ def test_stdin_lines(monkeypatch, capsys):
     [
         (["embed", "/no/such/path"], "input path /no/such/path does not exist"),
         (["embed", "--jsonl", "{bad}"], "not valid JSON"),
-        (["embed", "--jsonl", "{nofield}"], "no string field 'text'"),
+        (["embed", "--jsonl", "{nofield}"], "field 'text' is missing"),
         (["embed", "{tree}", "-o", "{tmp}/out.txt"], "cannot tell the format"),
         (["embed", "{tree}", "--format", "npy"], "needs an output file"),
         (["embed", "{tree}", "-o", "{tmp}/missing/out.npy"], "output folder .* does not exist"),
@@ -94,7 +94,7 @@ def test_errors_exit_1_with_a_message_and_write_nothing(argv, message, tree, tmp
 
 def test_stdin_lines_to_npy(tmp_path, monkeypatch, backend, tokenizer):
     texts = [f"line {i} " + "word " * (i % 50) for i in range(300)]
-    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(texts) + "\n"))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(("\n".join(texts) + "\n").encode())))
     out = tmp_path / "lines.npy"
     assert main(["embed", "--no-progress", "--batch-size", "16", "-o", str(out)]) == 0
     np.testing.assert_allclose(np.load(out), backend.embed_batch(tokenizer.encode(texts)), atol=1e-6)

@@ -74,24 +74,38 @@ def read_paths(roots: Iterable[Path], chunk: int, skipped: Skipped | None = None
                 yield Record(f"{prefix}:{first}-{last}" if len(chunks) > 1 else prefix, body)
 
 
-def read_jsonl(handle: IO[str], field: str, id_field: str | None, source: str) -> Iterator[Record]:
-    """Records from JSON lines; a bad line is a :class:`UsageError` naming the line."""
-    for number, line in enumerate(handle, start=1):
+def decoded_lines(handle: IO[bytes], source: str) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of a binary stream, decoded line by line so that invalid UTF-8 is a
+    :class:`UsageError` naming its line (a text stream would fail somewhere in a block, unnamed)."""
+    for number, raw in enumerate(handle, start=1):
+        try:
+            yield number, raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise UsageError(f"{source}:{number}: not valid UTF-8 (byte {err.start + 1} of the line)") from None
+
+
+def read_jsonl(handle: IO[bytes], field: str, id_field: str | None, source: str) -> Iterator[Record]:
+    """Records from JSON lines; a bad line is a :class:`UsageError` naming the line (and its id when it has one)."""
+    for number, line in decoded_lines(handle, source):
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as err:
             raise UsageError(f"{source}:{number}: not valid JSON ({err.msg})") from err
-        if not isinstance(obj, dict) or not isinstance(obj.get(field), str):
-            raise UsageError(f"{source}:{number}: no string field {field!r}")
-        if id_field is not None and id_field not in obj:
+        if not isinstance(obj, dict):
+            raise UsageError(f"{source}:{number}: a JSON {type(obj).__name__}, not an object")
+        if id_field is not None and obj.get(id_field) is None:
             raise UsageError(f"{source}:{number}: no field {id_field!r} for the record id (--id-field)")
-        record_id = obj[id_field] if id_field is not None else f"{source}:{number}"
-        yield Record(str(record_id), obj[field])
+        record_id = str(obj[id_field]) if id_field is not None else f"{source}:{number}"
+        if not isinstance(obj.get(field), str):
+            problem = "missing" if obj.get(field) is None else f"a {type(obj[field]).__name__}, not a string"
+            named = f" (id {record_id!r})" if id_field is not None else ""
+            raise UsageError(f"{source}:{number}{named}: field {field!r} is {problem}")
+        yield Record(record_id, obj[field])
 
 
-def read_lines(handle: IO[str], source: str) -> Iterator[Record]:
-    """One record per line (newline stripped)."""
-    for number, line in enumerate(handle, start=1):
-        yield Record(f"{source}:{number}", line.rstrip("\n"))
+def read_lines(handle: IO[bytes], source: str) -> Iterator[Record]:
+    """One record per line (line ending stripped)."""
+    for number, line in decoded_lines(handle, source):
+        yield Record(f"{source}:{number}", line.rstrip("\r\n"))

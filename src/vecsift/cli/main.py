@@ -16,6 +16,7 @@ from pathlib import Path
 from vecsift import __version__
 from vecsift.cli.options import add_model_option, positive_int, token_limit
 from vecsift.cli.output import FORMATS, check_output_folder, infer_format, open_writer
+from vecsift.cli.ray_embed import add_ray_options, check_ray_arguments, run_ray_embed
 from vecsift.cli.search import add_search_commands, run_index, run_mcp, run_search, run_status, run_watch
 from vecsift.cli.serve import add_serve_command, run_serve
 from vecsift.errors import UsageError, VecsiftError
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     embed.add_argument("--verbose", "-v", action="store_true", help="list the files that were skipped, and why")
     _model_options(embed)
+    add_ray_options(embed)
 
     info = commands.add_parser("info", help="describe a model and the backend that would run it")
     info.add_argument("--json", action="store_true", help="print JSON")
@@ -75,13 +77,13 @@ def _records(args: argparse.Namespace, skipped: Skipped) -> Iterator[Record]:
 
     def generate() -> Iterator[Record]:
         if args.jsonl == "-":
-            yield from read_jsonl(sys.stdin, args.field, args.id_field, "<stdin>")
+            yield from read_jsonl(sys.stdin.buffer, args.field, args.id_field, "<stdin>")
         elif args.jsonl:
-            with open(args.jsonl, encoding="utf-8") as handle:
+            with open(args.jsonl, "rb") as handle:
                 yield from read_jsonl(handle, args.field, args.id_field, args.jsonl)
         yield from read_paths(roots, args.chunk_lines, skipped)
         if "-" in args.inputs or (not args.inputs and not args.jsonl):
-            yield from read_lines(sys.stdin, "<stdin>")
+            yield from read_lines(sys.stdin.buffer, "<stdin>")
 
     return generate()
 
@@ -89,6 +91,9 @@ def _records(args: argparse.Namespace, skipped: Skipped) -> Iterator[Record]:
 def _embed(args: argparse.Namespace) -> int:
     from vecsift.embedder import Embedder
 
+    check_ray_arguments(args)
+    if args.engine == "ray":
+        return run_ray_embed(args)
     skipped = Skipped()
     records = _records(args, skipped)
     fmt = infer_format(args.output, args.format)
