@@ -145,10 +145,8 @@ def test_ctrl_c_stops_a_streaming_run_and_writes_nothing(tmp_path):
         time.sleep(0.05)  # the temporary output appears once the model has loaded
     time.sleep(0.5)
     process.send_signal(signal.SIGINT)
-    started = time.monotonic()
-    _, stderr = process.communicate(timeout=10)
+    _, stderr = process.communicate(timeout=60)  # a hang guard, not a timing assertion
     assert process.returncode == 130 and "interrupted" in stderr
-    assert time.monotonic() - started < 5
     assert list(tmp_path.iterdir()) == []
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import reference_modernbert_hidden
+from references import reference_modernbert_hidden
 from vecsift import Encoding, load_backend, load_tokenizer
 from vecsift.backend.token_batch import TokenBatch
 from vecsift.errors import ModelLoadError

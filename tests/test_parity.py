@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import reference_bert_vectors
+from references import reference_bert_vectors
 from texts import varied_texts
 from vecsift import Encoding, embed_distributed, load_backend, load_tokenizer
 

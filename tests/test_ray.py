@@ -205,7 +205,7 @@ def test_plan_leaves_cpus_for_readers_and_checks_counts():
         plan_actors("cpu", actors=0)
 
 
-def test_unreachable_address_is_a_clear_error_within_seconds(monkeypatch):
+def test_unreachable_address_is_refused_before_ray_waits_on_it(monkeypatch):
     import socket
 
     import ray
@@ -214,11 +214,10 @@ def test_unreachable_address_is_a_clear_error_within_seconds(monkeypatch):
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]  # closed again: nothing listens there
-    started = time.monotonic()
-    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
-        with pytest.raises(UsageError, match=f"cannot reach the Ray cluster at '{address}'"), ray_cluster(address):
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):  # refused by vecsift's own check, before Ray
+        with pytest.raises(UsageError, match=f"cannot reach the Ray cluster at '{address}': Connection refused"), \
+                ray_cluster(address):
             pass
-    assert time.monotonic() - started < 30  # Ray alone waits a minute or more on a dead address
     with pytest.raises(UsageError, match="is not 'local', 'auto'"), ray_cluster("not-an-address"):
         pass
 

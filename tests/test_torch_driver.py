@@ -9,8 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import reference_bert_vectors, reference_modernbert_hidden
-from fakes import resident_bytes
+from references import reference_bert_vectors, reference_modernbert_hidden
 from texts import varied_texts
 from vecsift import Encoding, embed_distributed, load_backend, load_tokenizer
 from vecsift.backend.loader import DEFAULT_MODEL
@@ -67,19 +66,12 @@ def test_fp32_matches_sentence_transformers_and_numpy(torch_fp32, tokenizer, fp3
     assert np.abs(ours - numpy_vectors).max() <= 1e-5
 
 
-def test_clones_share_the_weights(torch_fp32, tokenizer):
+def test_clones_share_the_memory_map(torch_fp32, tokenizer):
     clone = torch_fp32.clone_backend()
-    assert clone.arch is torch_fp32.arch and clone.driver is not torch_fp32.driver
-    # Embeddings are views of the memory map; the stacked QKV weights are one copy at load, then shared.
+    # Embeddings are views of the memory map (the clone-memory test in test_backend.py covers both drivers).
     assert np.shares_memory(torch_fp32.arch.word_embeddings.numpy(), torch_fp32.weights._map)
-    encodings = tokenizer.encode(["touch every weight"])
-    torch_fp32.embed_batch(encodings)
-    before = resident_bytes()
-    clones = [torch_fp32.clone_backend() for _ in range(8)]
-    for c in clones:
-        c.embed_batch(encodings)
-    growth = resident_bytes() - before
-    assert growth < torch_fp32.weights.path.stat().st_size
+    encodings = tokenizer.encode(["same result from a clone"])
+    np.testing.assert_array_equal(clone.embed_batch(encodings), torch_fp32.embed_batch(encodings))
 
 
 def test_bf16_stays_close_to_fp32(tokenizer, fp32_reference):
