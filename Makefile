@@ -44,10 +44,10 @@ lint: $(TEST_STAMP)
 	$(PY) -m ruff check src tests benchmarks
 
 bench: $(TEST_STAMP)
-	$(PY) benchmarks/throughput.py
+	$(PY) -m benchmarks.throughput
 
 bench-modernbert: $(TEST_STAMP)
-	$(PY) benchmarks/modernbert.py
+	$(PY) -m benchmarks.modernbert
 
 ## Search quality (labelled queries, every mode and signal) and speed (build, refresh, latency); ~45 min here.
 bench-search: $(TEST_STAMP)

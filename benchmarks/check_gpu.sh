@@ -10,6 +10,6 @@ $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA
 status=0
 $PY -m pytest -q -rs -p no:cacheprovider tests/test_torch_driver.py tests/test_stream.py tests/test_backend.py \
     -k "cuda or gpu or detect" || status=1
-$PY benchmarks/gpu.py --precision fp16 --profile --write || status=1
-$PY benchmarks/gpu.py --precision bf16 --write || status=1
+$PY -m benchmarks.gpu --precision fp16 --profile --write || status=1
+$PY -m benchmarks.gpu --precision bf16 --write || status=1
 exit $status

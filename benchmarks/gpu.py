@@ -8,7 +8,7 @@ pipeline (``Embedder(kind="cuda")``); the anchors through their own ``encode``
 or forward loop with the same batch size and max length. MiniLM timings include
 tokenizing (``encode`` does it); ModernBERT's start from the same token ids.
 
-    python benchmarks/gpu.py [--precision fp16|bf16|fp32] [--chunks 2000] [--write]
+    python -m benchmarks.gpu [--precision fp16|bf16|fp32] [--chunks 2000] [--write]
 
 ``--device cpu --precision bf16`` runs the same comparison on the CPU, which
 checks the script on a machine without a GPU.
@@ -18,22 +18,26 @@ from __future__ import annotations
 
 import shutil
 import statistics
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from corpus import stdlib_chunks
-from machine import describe_machine, write_section
-from modernbert import TORCH_DTYPES, make_checkpoint, mixed_chunks, transformers_embedder
-from timing import alternate, benchmark_arguments
+from benchmarks.shared import (
+    TORCH_DTYPES,
+    alternate,
+    benchmark_arguments,
+    describe_machine,
+    make_modernbert_checkpoint,
+    markdown_table,
+    mixed_chunks,
+    transformers_modernbert,
+    write_section,
+)
 from vecsift import Embedder, embed_distributed
 from vecsift.models import bundled_model_dir
-
-RESULTS = Path(__file__).with_name("RESULTS.md")
+from vecsift.stdlib_corpus import stdlib_chunks
 
 
 def table(runs: dict[str, list[float]], outputs: dict[str, object], tokens: int) -> list[str]:
@@ -44,12 +48,12 @@ def table(runs: dict[str, list[float]], outputs: dict[str, object], tokens: int)
 
     anchor_name = next(iter(runs))
     anchor, reference = statistics.median(runs[anchor_name]), unit(outputs[anchor_name])
-    lines = ["| engine | median s | tokens/s | × anchor | min cos vs anchor |", "|---|---|---|---|---|"]
+    rows = []
     for name, times in runs.items():
         median = statistics.median(times)
         agreement = float((unit(outputs[name]) * reference).sum(axis=1).min())
-        lines.append(f"| {name} | {median:.2f} | {tokens / median:.0f} | {anchor / median:.2f} | {agreement:.5f} |")
-    return lines
+        rows.append((name, f"{median:.2f}", f"{tokens / median:.0f}", f"{anchor / median:.2f}", f"{agreement:.5f}"))
+    return markdown_table(["engine", "median s", "tokens/s", "× anchor", "min cos vs anchor"], rows)
 
 
 def print_profile(run: Callable[[], object], kind: str) -> None:
@@ -64,7 +68,7 @@ def print_profile(run: Callable[[], object], kind: str) -> None:
 
 
 def main() -> None:
-    parser = benchmark_arguments(__doc__.splitlines()[0], RESULTS, chunks=2000, repeats=3, batch_size=128)
+    parser = benchmark_arguments(__doc__.splitlines()[0], chunks=2000, repeats=3, batch_size=128)
     parser.add_argument("--device", default="cuda", help="torch device of the anchors (vecsift: its kind)")
     parser.add_argument("--precision", default="fp16", choices=sorted(TORCH_DTYPES))
     parser.add_argument("--modernbert-chunks", type=int, default=1000)
@@ -95,13 +99,13 @@ def main() -> None:
 
     directory = Path(tempfile.mkdtemp(prefix="vecsift-modernbert-"))
     try:
-        make_checkpoint(directory)
+        make_modernbert_checkpoint(directory)
         mixed = mixed_chunks(args.modernbert_chunks)
         modern = Embedder(str(directory), kind=kind, precision=p, batch_size=size, max_tokens=limit)
         encodings = modern.tokenizer.encode(mixed, max_tokens=limit)
         batches = [encodings[i : i + size] for i in range(0, len(encodings), size)]
         modernbert: dict[str, Callable[[], object]] = {
-            f"transformers ModernBertModel {p} (sdpa)": transformers_embedder(directory, batches, args.device, p),
+            f"transformers ModernBertModel {p} (sdpa)": transformers_modernbert(directory, batches, args.device, p),
             f"vecsift {kind} {p}": lambda: embed_distributed(encodings, modern.backends, size),
         }
         modern_runs, modern_outputs = alternate(modernbert, args.repeats)
@@ -127,7 +131,7 @@ def main() -> None:
     report = "\n".join(lines)
     print(report)
     if args.write:
-        write_section(RESULTS, f"## GPU ({device_name}), {p}", f"python benchmarks/gpu.py --precision {p} --write",
+        write_section(f"## GPU ({device_name}), {p}", f"python -m benchmarks.gpu --precision {p} --write",
                       report)
 
 

@@ -27,16 +27,14 @@ from pathlib import Path
 
 import ray
 
-from benchmarks.corpus import stdlib_chunks
-from benchmarks.machine import describe_machine, write_section
-from benchmarks.timing import alternate, benchmark_arguments
+from benchmarks.shared import alternate, benchmark_arguments, describe_machine, markdown_table, write_section
 from vecsift import Embedder
 from vecsift.models import bundled_model_dir
 from vecsift.ray import embed_dataset, plan_actors
 from vecsift.ray.dataset import CPU_ROWS_PER_CALL
 from vecsift.ray.reading import READ_CPUS, read_records
+from vecsift.stdlib_corpus import stdlib_chunks
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 MODEL = "all-MiniLM-L6-v2"
 
 
@@ -79,7 +77,7 @@ def ray_job(source: Path, work: Path, engine: str, batch_size: int, max_tokens: 
 
 
 def main() -> None:
-    parser = benchmark_arguments(__doc__.splitlines()[0], RESULTS, chunks=10_000, repeats=3, batch_size=32)
+    parser = benchmark_arguments(__doc__.splitlines()[0], chunks=10_000, repeats=3, batch_size=32)
     parser.add_argument("--lines", type=int, default=5, help="lines per chunk (default: 5)")
     args = parser.parse_args()
     texts = stdlib_chunks(args.chunks, args.lines)
@@ -113,14 +111,14 @@ def main() -> None:
 
     median = {name: statistics.median(samples) for name, samples in runs.items()}
     ceiling = args.chunks / median["vecsift, one process"]
-    rows = [f"| vecsift, one process | – | {median['vecsift, one process']:.1f} | {ceiling:.0f} | 1.00 |"]
+    rows = [("vecsift, one process", "–", f"{median['vecsift, one process']:.1f}", f"{ceiling:.0f}", "1.00")]
     steady = {}
     for engine in ("vecsift", "sentence-transformers"):
         big, little = median[f"{engine} on Ray, {args.chunks}"], median[f"{engine} on Ray, {small}"]
         steady[engine] = (args.chunks - small) / (big - little)
         fixed = big - args.chunks / steady[engine]
-        rows.append(f"| {engine} on Ray | {fixed:.1f} | {big:.1f} | {steady[engine]:.0f} | "
-                    f"{steady[engine] / ceiling:.2f} |")
+        rows.append((f"{engine} on Ray", f"{fixed:.1f}", f"{big:.1f}", f"{steady[engine]:.0f}",
+                     f"{steady[engine] / ceiling:.2f}"))
     plan = plan_actors.__name__
     body = "\n".join([
         f"Machine: {describe_machine()}.",
@@ -133,9 +131,8 @@ def main() -> None:
         f"plan (`{plan}`: one actor per node reserving 1 of 2 CPUs, 2 vecsift worker threads); the "
         "sentence-transformers recipe gets the same reservation and torch on every core.",
         "",
-        f"| engine | fixed cost per job, s | {args.chunks} chunks, s | steady chunks/s | × one process |",
-        "|---|---|---|---|---|",
-        *rows,
+        *markdown_table(["engine", "fixed cost per job, s", f"{args.chunks} chunks, s", "steady chunks/s",
+                         "× one process"], rows),
         "",
         f"vecsift on Ray / sentence-transformers on Ray (steady state): "
         f"**{steady['vecsift'] / steady['sentence-transformers']:.2f}×**; vecsift on Ray / vecsift one process: "
@@ -145,7 +142,7 @@ def main() -> None:
     ])
     print(body)
     if args.write:
-        write_section(RESULTS, "## Ray Data", "python -m benchmarks.ray_scale --write", body)
+        write_section("## Ray Data", "python -m benchmarks.ray_scale --write", body)
 
 
 if __name__ == "__main__":

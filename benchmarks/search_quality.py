@@ -35,12 +35,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from benchmarks.machine import describe_machine, write_section
 from benchmarks.search_sets import NPM, STDLIB, STDLIB_MODULES, VECSIFT, Answer, Question
+from benchmarks.shared import RESULTS, describe_machine, markdown_table, write_section
 from vecsift.search import Index, SearchResult
 from vecsift.search.code_tokens import query_words, words
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 REPO = Path(__file__).resolve().parent.parent
 STDLIB_ROOT = Path(sysconfig.get_paths()["stdlib"])
 NPM_ROOT = Path("/usr/lib/node_modules/npm")
@@ -261,7 +260,7 @@ def main() -> None:
         body = report(tables, corpora, builds)
         print(body)
         if args.write:
-            write_section(RESULTS, "## Search quality", "python -m benchmarks.search_quality --write", body)
+            write_section("## Search quality", "python -m benchmarks.search_quality --write", body)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -277,19 +276,15 @@ def report(tables: dict[str, dict[str, dict[str, Scores]]], corpora: dict, build
              "Index builds: " + "; ".join(builds) + ".", ""]
     headline_sets = [s for s in corpora if "name" not in s]
     for config, sets in tables.items():
-        lines += [f"### Index {config}", "", "| set | row | file NDCG@10 | chunk MRR@10 | chunk Recall@10 |",
-                  "|---|---|---|---|---|"]
-        for set_name, rows in sets.items():
-            for row, scores in rows.items():
-                ndcg, mrr, recall = scores.mean()
-                lines.append(f"| {set_name} | {row} | {ndcg:.3f} | {_fmt(mrr)} | {_fmt(recall)} |")
-        lines += ["", f"Mean over the sets {', '.join(headline_sets)} (each set weighs the same):", "",
-                  "| row | file NDCG@10 | chunk MRR@10 | chunk Recall@10 |", "|---|---|---|---|"]
-        for row in next(iter(sets.values())):
-            means = [sets[s][row].mean() for s in headline_sets]
-            lines.append(f"| {row} | " + " | ".join(_fmt(statistics.fmean(m[i] for m in means)) for i in range(3))
-                         + " |")
-        lines.append("")
+        metrics = ["file NDCG@10", "chunk MRR@10", "chunk Recall@10"]
+        per_set = [(set_name, row, *(f"{value:.3f}" if i == 0 else _fmt(value) for i, value in
+                                     enumerate(scores.mean())))
+                   for set_name, rows in sets.items() for row, scores in rows.items()]
+        means = [(row, *(_fmt(statistics.fmean(sets[s][row].mean()[i] for s in headline_sets)) for i in range(3)))
+                 for row in next(iter(sets.values()))]
+        lines += [f"### Index {config}", "", *markdown_table(["set", "row", *metrics], per_set), "",
+                  f"Mean over the sets {', '.join(headline_sets)} (each set weighs the same):", "",
+                  *markdown_table(["row", *metrics], means), ""]
     return "\n".join(lines)
 
 

@@ -103,7 +103,7 @@ VECSIFT: list[Question] = [
     ("write output files under a temporary name and rename them when complete",
      [("src/vecsift/cli/output.py", "atomic_file")]),
     ("quantize activations to int8 with one scale per token",
-     [("src/vecsift/backend/driver/torch_driver.py", "quantize_per_token")]),
+     [("src/vecsift/backend/driver/torch/ops.py", "quantize_per_token")]),
     ("embed texts while they are still being read with bounded memory",
      [("src/vecsift/scheduling/stream.py", "EmbeddingStream"), ("src/vecsift/scheduling/stream.py", "embed_stream")]),
     ("pack inputs without padding using cumulative sequence lengths",

@@ -30,14 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.machine import describe_machine, write_section
+from benchmarks.shared import RESULTS, describe_machine, markdown_table, write_section
 from vecsift.search import Index
 from vecsift.search.chunk import Chunk, chunk_text, embedding_text
 from vecsift.search.code_tokens import index_text
 from vecsift.search.store import IndexStore
 from vecsift.search.walk import WalkOptions, read_source, walk
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 REPO = Path(__file__).resolve().parent.parent
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
 QUERIES = ["parse command line arguments", "retry a failed connection", "read a zip archive", "lru cache",
@@ -100,14 +99,14 @@ def stdlib_rows(work: Path, repeats: int, lines: list[str]) -> None:
                 embedding_text(chunk)
                 index_text(chunk.text)
     chunking = time.perf_counter() - started
-    lines += [
-        "", "| step (a fresh process each) | seconds | chunks/s | vs `vecsift embed` |", "|---|---|---|---|",
-        f"| `vecsift index`: walk, chunk, embed, store | {build:.1f} | {len(unique) / build:.1f} "
-        f"| {build / embedding:.3f}× |",
-        f"| `vecsift embed --jsonl` on the same {len(unique)} texts | {embedding:.1f} | "
-        f"{len(unique) / embedding:.1f} | 1.000× |",
-        f"| walk + read + chunk + keyword tokens alone (in process) | {chunking:.1f} | — "
-        f"| {chunking / embedding:.3f}× |", ""]
+    lines += ["", *markdown_table(["step (a fresh process each)", "seconds", "chunks/s", "vs `vecsift embed`"], [
+        ("`vecsift index`: walk, chunk, embed, store", f"{build:.1f}", f"{len(unique) / build:.1f}",
+         f"{build / embedding:.3f}×"),
+        (f"`vecsift embed --jsonl` on the same {len(unique)} texts", f"{embedding:.1f}",
+         f"{len(unique) / embedding:.1f}", "1.000×"),
+        ("walk + read + chunk + keyword tokens alone (in process)", f"{chunking:.1f}", "—",
+         f"{chunking / embedding:.3f}×"),
+    ]), ""]
 
     noop = []
     for _ in range(repeats):
@@ -130,11 +129,12 @@ def stdlib_rows(work: Path, repeats: int, lines: list[str]) -> None:
         chunks = store.counts()["chunks"]
     size = store.size_on_disk()
     store.close()
-    lines += ["| operation | median | samples |", "|---|---|---|",
-              f"| refresh, nothing changed ({len(files)} files stat'ed) | {median_ms(noop)} | {len(noop)} |",
-              f"| edit one file, then `search` (refresh + query) | {median_ms(edit)} | {len(edit)} |",
-              f"| warm query, {chunks} chunks: p50 / p95 | {percentile(latency, 50) * 1000:.1f} / "
-              f"{percentile(latency, 95) * 1000:.1f} ms | {len(latency)} |", "",
+    lines += [*markdown_table(["operation", "median", "samples"], [
+        (f"refresh, nothing changed ({len(files)} files stat'ed)", median_ms(noop), len(noop)),
+        ("edit one file, then `search` (refresh + query)", median_ms(edit), len(edit)),
+        (f"warm query, {chunks} chunks: p50 / p95",
+         f"{percentile(latency, 50) * 1000:.1f} / {percentile(latency, 95) * 1000:.1f} ms", len(latency)),
+    ]), "",
               f"Index size: {size / 1e6:.1f} MB for {chunks} chunks, {size / chunks / 1024:.2f} KiB per chunk "
               f"(SQLite with the chunk texts and the FTS5 index, plus {index._dim() * 4} bytes of float32 vector).",
               ""]
@@ -179,17 +179,18 @@ def synthetic_index(work: Path, chunks: int, source_lines: list[str]) -> Index:
 def scale_rows(work: Path, repeats: int, lines: list[str]) -> None:
     source_lines = [line for path in sorted(STDLIB.glob("*.py"))[:200]
                     for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
-    lines += ["| synthetic index | build (no embedding) | query p50 | query p95 | samples |", "|---|---|---|---|---|"]
+    rows = []
     for chunks in (10_000, 200_000):
         started = time.perf_counter()
         index = synthetic_index(work, chunks, source_lines)
         built = time.perf_counter() - started
         samples = time_queries(index, repeats)
-        lines.append(f"| {chunks} chunks, random unit vectors | {built:.0f} s "
-                     f"| {percentile(samples, 50) * 1000:.1f} ms | {percentile(samples, 95) * 1000:.1f} ms "
-                     f"| {len(samples)} |")
+        rows.append((f"{chunks} chunks, random unit vectors", f"{built:.0f} s",
+                     f"{percentile(samples, 50) * 1000:.1f} ms", f"{percentile(samples, 95) * 1000:.1f} ms",
+                     len(samples)))
         index.close()
-    lines.append("")
+    lines += [*markdown_table(["synthetic index", "build (no embedding)", "query p50", "query p95", "samples"], rows),
+              ""]
 
 
 def cold_cli_rows(work: Path, repeats: int, lines: list[str]) -> None:
@@ -210,12 +211,11 @@ def cold_cli_rows(work: Path, repeats: int, lines: list[str]) -> None:
     phases = subprocess.run([sys.executable, "-c", _PHASES, str(REPO), str(index_dir)], check=True,
                             capture_output=True, text=True).stdout
     steps = json.loads(phases)
-    lines += ["| `vecsift search` in a fresh process, up-to-date index of this repository | median |",
-              "|---|---|",
-              f"| wall, {repeats} runs | {median_ms(walls)} |",
-              f"| of which importing vecsift's CLI | {imports * 1000:.0f} ms |"]
-    lines += [f"| of which {name} | {seconds * 1000:.0f} ms |" for name, seconds in steps.items() if name != "peak_kib"]
-    lines += ["", f"Peak memory (its own VmHWM) of a search process: {steps.pop('peak_kib', 0) / 1024:.0f} MiB "
+    peak_kib = steps.pop("peak_kib", 0)
+    lines += markdown_table(["`vecsift search` in a fresh process, up-to-date index of this repository", "median"], [
+        (f"wall, {repeats} runs", median_ms(walls)), ("of which importing vecsift's CLI", f"{imports * 1000:.0f} ms"),
+        *((f"of which {name}", f"{seconds * 1000:.0f} ms") for name, seconds in steps.items())])
+    lines += ["", f"Peak memory (its own VmHWM) of a search process: {peak_kib / 1024:.0f} MiB "
               "(the model's weights are a memory map; the vectors too).", ""]
 
 
@@ -253,7 +253,7 @@ def main() -> None:
     body = "\n".join(lines)
     print(body)
     if args.write:
-        write_section(RESULTS, "## Search speed", "python -m benchmarks.search_speed --write", body)
+        write_section("## Search speed", "python -m benchmarks.search_speed --write", body)
 
 
 if __name__ == "__main__":

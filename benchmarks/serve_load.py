@@ -32,12 +32,11 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.machine import describe_machine, write_section
+from benchmarks.shared import RESULTS, describe_machine, markdown_table, write_section
 from vecsift import Embedder
+from vecsift.backend.loader import auto_precision
 from vecsift.models import bundled_model_dir
-from vecsift.search.precision import index_precision
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 CONCURRENCY = (1, 8, 64)
 BATCH = 32
 _LUA = """
@@ -131,7 +130,7 @@ def main() -> None:
     singles = [json.dumps({"input": t, "model": "all-MiniLM-L6-v2"}) for t in corpus]
     batches = [json.dumps({"input": corpus[i:i + BATCH], "model": "all-MiniLM-L6-v2"})
                for i in range(0, len(corpus), BATCH)]
-    precision = index_precision("auto")
+    precision = auto_precision("cpu", "all-MiniLM-L6-v2").precision
     servers = {
         f"vecsift serve ({precision})": [sys.executable, "-m", "vecsift", "serve", "--port", "0", "--precision",
                                          precision, "--max-concurrent-requests", str(64 * BATCH)],
@@ -141,7 +140,7 @@ def main() -> None:
     if precision != "fp32":
         servers["vecsift serve (fp32)"] = [sys.executable, "-m", "vecsift", "serve", "--port", "0", "--precision",
                                            "fp32", "--max-concurrent-requests", str(64 * BATCH)]
-    rows: list[str] = []
+    rows: list[tuple] = []
     single_rate: dict[str, float] = {}
     single_p50: dict[str, float] = {}
     work = Path(tempfile.mkdtemp(prefix="vecsift-load-"))
@@ -160,10 +159,10 @@ def main() -> None:
                             single_rate[(name, connections)] = texts_per_s
                             if connections == 1:
                                 single_p50[name] = r["p50"] / 1000
-                        rows.append(f"| {name} | {size} | {connections} | {texts_per_s:.1f} | {r['p50'] / 1000:.1f} "
-                                    f"| {r['p95'] / 1000:.1f} | {r['p99'] / 1000:.1f} | {r['requests']} "
-                                    f"| {r['status_errors'] + r['socket_errors']} | {r['wrk_cpu']:.0%} |")
-                        print(rows[-1], flush=True)
+                        rows.append((name, size, connections, f"{texts_per_s:.1f}", f"{r['p50'] / 1000:.1f}",
+                                     f"{r['p95'] / 1000:.1f}", f"{r['p99'] / 1000:.1f}", r["requests"],
+                                     r["status_errors"] + r["socket_errors"], f"{r['wrk_cpu']:.0%}"))
+                        print(*rows[-1], sep=" | ", flush=True)
             finally:
                 stop(process)
 
@@ -193,8 +192,8 @@ def main() -> None:
         f"Texts: {len(corpus)} lines of stdlib source (20–200 characters); each server gets the same "
         f"OpenAI-shaped requests for {args.seconds} s per row, after a warm-up, from wrk on 127.0.0.1 (one thread; "
         "its share of a core is in the last column).", "",
-        "| server | request | connections | texts/s | p50 ms | p95 ms | p99 ms | requests | errors | wrk CPU |",
-        "|---|---|---|---|---|---|---|---|---|---|", *rows, "",
+        *markdown_table(["server", "request", "connections", "texts/s", "p50 ms", "p95 ms", "p99 ms", "requests",
+                         "errors", "wrk CPU"], rows), "",
         f"Ceiling, `Embedder.embed` on the same {len(corpus)} texts in one call ({precision}, no server): "
         f"{ceiling:.1f} texts/s. One text through `Embedder.embed`: p50 {one_p50:.1f} ms.", "",
         f"At 64 connections of single-text requests: vecsift serve {at64:.1f} texts/s = {at64 / ceiling:.2f}× the "
@@ -204,7 +203,7 @@ def main() -> None:
     ])
     print(body)
     if args.write:
-        write_section(RESULTS, "## Serving under load", "python -m benchmarks.serve_load --write", body)
+        write_section("## Serving under load", "python -m benchmarks.serve_load --write", body)
 
 
 if __name__ == "__main__":

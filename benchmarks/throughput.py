@@ -6,30 +6,24 @@ Runs alternate between the two; medians over the repeats are reported with
 their ratio and the fraction of the matching GEMM roofline (fp32, bf16, int8)
 measured in this run.
 
-    python benchmarks/throughput.py [--chunks 2000] [--repeats 3] [--write]
+    python -m benchmarks.throughput [--chunks 2000] [--repeats 3] [--write]
 """
 
 from __future__ import annotations
 
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-sys.path.insert(0, str(Path(__file__).parent))
-from corpus import stdlib_chunks
-from machine import describe_machine, write_section
-from timing import alternate, benchmark_arguments
+from benchmarks.shared import alternate, benchmark_arguments, describe_machine, markdown_table, write_section
 from vecsift import Embedder, embed_distributed, load_backend
 from vecsift.scheduling import default_workers
-
-RESULTS = Path(__file__).with_name("RESULTS.md")
+from vecsift.stdlib_corpus import stdlib_chunks
 
 
 def gemm_peak_gflops(workers: int) -> dict[str, float]:
@@ -39,7 +33,8 @@ def gemm_peak_gflops(workers: int) -> dict[str, float]:
     GEMM alone, without quantizing its input)."""
     import torch
 
-    from vecsift.backend.driver.torch_driver import TorchDriver, quantize_per_token
+    from vecsift.backend.driver.torch import TorchDriver
+    from vecsift.backend.driver.torch.ops import quantize_per_token
 
     rows, reps = 2048, 20
     x = torch.randn(rows, 384, generator=torch.Generator().manual_seed(0))
@@ -87,7 +82,7 @@ def flops_per_token(hidden: int, intermediate: int, layers: int, mean_length: fl
 
 
 def main() -> None:
-    parser = benchmark_arguments(__doc__.splitlines()[0], RESULTS, chunks=2000, repeats=3, batch_size=32)
+    parser = benchmark_arguments(__doc__.splitlines()[0], chunks=2000, repeats=3, batch_size=32)
     parser.add_argument("--engines", default="", help="comma-separated parts of engine names to run (default: all)")
     args = parser.parse_args()
 
@@ -160,16 +155,15 @@ def main() -> None:
         + ", ".join(f"{p} {v:.0f} → roofline {roofline[p]:.0f} tokens/s" for p, v in peaks.items())
         + f" ({per_token / 1e6:.1f} MFLOP/token).",
         "",
-        "| engine | median s | chunks/s | tokens/s | × ST fp32 | of its roofline | min cos vs ST fp32 (200) |",
-        "|---|---|---|---|---|---|---|",
     ]
+    rows = []
     for name, times in runs.items():
         median = statistics.median(times)
-        precision = engines[name][0]
-        lines.append(
-            f"| {name} | {median:.2f} | {len(texts) / median:.1f} | {tokens / median:.0f} | "
-            f"{anchor_median / median:.2f} | {tokens / median / roofline[precision]:.0%} | {agreement[name]:.5f} |"
-        )
+        rows.append((name, f"{median:.2f}", f"{len(texts) / median:.1f}", f"{tokens / median:.0f}",
+                     f"{anchor_median / median:.2f}", f"{tokens / median / roofline[engines[name][0]]:.0%}",
+                     f"{agreement[name]:.5f}"))
+    lines += markdown_table(["engine", "median s", "chunks/s", "tokens/s", "× ST fp32", "of its roofline",
+                             "min cos vs ST fp32 (200)"], rows)
     streaming_costs = []
     for driver in ("numpy", "torch"):
         batch, stream = f"vecsift {driver} fp32", f"vecsift {driver} fp32, streaming"
@@ -181,7 +175,7 @@ def main() -> None:
     report = "\n".join(lines)
     print(report)
     if args.write:
-        write_section(RESULTS, "## Throughput, all-MiniLM-L6-v2, CPU", "python benchmarks/throughput.py --write",
+        write_section("## Throughput, all-MiniLM-L6-v2, CPU", "python -m benchmarks.throughput --write",
                       report)
 
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 # Tests never reach for the network: a hub miss must fail fast and clearly.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Nor write into the user's cache (precision="auto" keeps its decisions there): a fresh one per session.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="vecsift-test-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
 
 from references import write_pooling
 from vecsift import load_backend, load_tokenizer

@@ -71,7 +71,7 @@ def test_eight_clones_do_not_copy_the_weights(driver, tokenizer):
 
 
 def test_gpu_backend_cannot_clone(backend):
-    gpu_like = GenericBackend(NumpyDriver(), backend.arch, 512, True, backend.weights)
+    gpu_like = GenericBackend(NumpyDriver(), backend.arch, True, backend.weights)
     assert gpu_like.supports_clone() is False and gpu_like.name().startswith("GPU")
     with pytest.raises(BackendError, match="cannot be cloned"):
         gpu_like.clone_backend()
@@ -112,7 +112,7 @@ class _BrokenDriver(NumpyDriver):
 @pytest.mark.parametrize(("mode", "message"), [("raise", "forward pass failed: RuntimeError: kernel exploded"),
                                                ("nan", "not finite")])
 def test_forward_failures_become_backend_errors(backend, mode, message):
-    broken = GenericBackend(_BrokenDriver(mode), backend.arch, 512, False, backend.weights)
+    broken = GenericBackend(_BrokenDriver(mode), backend.arch, False, backend.weights)
     with pytest.raises(BackendError, match=message):
         broken.embed_batch([Encoding.from_ids([101, 2000, 102])])
 
@@ -122,7 +122,7 @@ def test_non_finite_output_of_any_driver_is_caught(backend):
         def l2_normalize(self, x):
             return x * np.nan
 
-    broken = GenericBackend(NaNDriver(), backend.arch, 512, False, backend.weights)
+    broken = GenericBackend(NaNDriver(), backend.arch, False, backend.weights)
     with pytest.raises(BackendError, match="non-finite embedding for input 0"):
         broken.embed_batch([Encoding.from_ids([101, 2000, 102])])
 

@@ -235,3 +235,24 @@ def test_sigterm_stops_a_run_like_ctrl_c_and_leaves_no_partial_file(tmp_path):
     _, stderr = process.communicate(timeout=30)
     assert process.returncode == 143 and "terminated; no output was written" in stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_stdin_to_stdout_is_incremental(tmp_path):
+    """Each line typed into a pipe comes back as its vector before the next line is written (the input
+    pauses, so the partial window goes on; stdout is flushed per row)."""
+    import select
+
+    process = subprocess.Popen([sys.executable, "-m", "vecsift", "embed", "--no-progress", "--driver", "numpy"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for number in (1, 2, 3):
+            process.stdin.write(f"line number {number}\n")
+            process.stdin.flush()  # stdin stays open: only this line is there to embed
+            ready, _, _ = select.select([process.stdout], [], [], 120)  # a hang guard, not a timing assertion
+            assert ready, f"no vector for line {number} while the input stayed open"
+            row = json.loads(process.stdout.readline())
+            assert row["id"] == f"<stdin>:{number}" and len(row["vector"]) == 384
+        process.stdin.close()
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()

@@ -98,7 +98,7 @@ class RecordingGpu(FakeBackend):
         self.lock = threading.Lock()
         self.prepared = self.started = 0
 
-    def prepare_batch(self, encodings, buffers=None):
+    def prepare_batch(self, encodings, slot=None):
         with self.lock:
             self.events.append(("prepared", self.prepared))
             self.prepared += 1
@@ -142,7 +142,7 @@ def test_ring_buffers_are_reused():
 
 
 def test_gpu_flagged_generic_backend_goes_through_the_ring(backend, tokenizer):
-    gpu_like = GenericBackend(NumpyDriver(), backend.arch, 512, True, backend.weights)
+    gpu_like = GenericBackend(NumpyDriver(), backend.arch, True, backend.weights)
     texts = varied(50, seed=6)
     np.testing.assert_allclose(
         np.stack(list(embed_stream(texts, [gpu_like], tokenizer, batch_size=4))),
@@ -193,7 +193,7 @@ def test_tokenizer_failure(tokenizer, monkeypatch):
 
 def test_preparation_failure_on_the_producer_thread(tokenizer):
     class BadPrepare(FakeBackend):
-        def prepare_batch(self, encodings, buffers=None):
+        def prepare_batch(self, encodings, slot=None):
             raise MemoryError("pinned memory exhausted")
 
     with pytest.raises(BackendError, match="batch preparation failed: pinned memory exhausted"):

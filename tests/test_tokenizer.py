@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sysconfig
+from pathlib import Path
+
 import pytest
 
 from vecsift import Encoding
@@ -46,3 +49,32 @@ def test_bad_texts(tokenizer):
 
 def test_empty_list(tokenizer):
     assert tokenizer.encode([]) == []
+
+
+LONG_TEXTS = {
+    "source": "".join(p.read_text(encoding="utf-8") for p in sorted(Path(sysconfig.get_paths()["stdlib"])
+                                                                    .glob("*.py"))[:40]),
+    "long words first": ("x" * 150 + " ") * 2000 + "word " * 5000,  # 150-char words are one [UNK] each
+    "no whitespace": "a," * 200_000,
+    "blank runs": ("  \n\t " * 3000 + "word ") * 300,
+}
+
+
+@pytest.mark.parametrize("direction", ["right", "left"])
+@pytest.mark.parametrize("name", list(LONG_TEXTS))
+def test_long_texts_are_cut_before_tokenizing_and_give_the_full_texts_tokens(tokenizer, monkeypatch, name,
+                                                                               direction):
+    """A huge text costs what its kept tokens cost: it is cut at whitespace before tokenizing; where a cut
+    would keep too few tokens it is undone. Either way the ids equal tokenizing the whole text."""
+    import vecsift.tokenizer as module
+
+    text = LONG_TEXTS[name]
+    cuts = []
+    shortened = module._shortened
+    monkeypatch.setattr(module, "_shortened", lambda *a: cuts.append(len(cut := shortened(*a))) or cut)
+    for limit in (16, 256):
+        got = tokenizer.encode([text, "short"], max_tokens=limit, direction=direction)[0]
+        whole = tokenizer._configured(limit, direction).encode(text)
+        assert got.input_ids.tolist() == whole.ids and len(got) == limit
+    if name in ("source", "blank runs"):
+        assert cuts and max(cuts) < len(text) // 10  # really cut

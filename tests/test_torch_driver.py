@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from references import reference_bert_vectors, reference_modernbert_hidden
 from texts import varied_texts
 from vecsift import Encoding, embed_distributed, load_backend, load_tokenizer
+from vecsift.backend.driver.torch import TorchDriver, ops
+from vecsift.backend.driver.torch.attention import SdpaAttention, VarlenAttention, choose_attention
 from vecsift.backend.loader import DEFAULT_MODEL
 from vecsift.backend.token_batch import TokenBatch
 from vecsift.errors import BackendError
@@ -83,11 +85,7 @@ def test_bf16_stays_close_to_fp32(tokenizer, fp32_reference):
 
 
 def test_int8_keeps_retrieval_quality(backend, tokenizer, fp32_reference):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-    from corpus import stdlib_chunks
+    from vecsift.stdlib_corpus import stdlib_chunks
 
     texts, fp32 = fp32_reference
     int8_backend = load_backend("cpu", precision="int8")
@@ -108,7 +106,7 @@ def test_int8_keeps_retrieval_quality(backend, tokenizer, fp32_reference):
 
 def test_per_token_quantization_stays_in_range():
     """bf16 rounding of ``x / scale`` must never reach 128, which would wrap around to -128 in int8."""
-    from vecsift.backend.driver.torch_driver import quantize_per_token
+    from vecsift.backend.driver.torch.ops import quantize_per_token
 
     generator = torch.Generator().manual_seed(0)
     rows = torch.randn(4096, 384, generator=generator) * torch.logspace(-6, 6, 4096)[:, None]
@@ -130,12 +128,10 @@ def test_per_token_quantization_stays_in_range():
 def test_fused_linear_gelu_matches_the_unfused_one(monkeypatch, precision, onednn, int8_kernel):
     """The bf16 path fuses bias and GELU into oneDNN's GEMM (F.linear where torch lacks it); every
     precision must equal gelu(linear)."""
-    import vecsift.backend.driver.torch_driver as torch_driver
-
-    monkeypatch.setattr(torch_driver, "_ONEDNN_LINEAR", onednn)
-    driver = torch_driver.TorchDriver("cpu", precision, int8_kernel)
+    monkeypatch.setattr(ops, "ONEDNN_LINEAR", onednn)
+    driver = TorchDriver("cpu", precision, int8_kernel)
     bf16_linear = precision == "bf16" or (int8_kernel == "dequantized" and driver.dtype == torch.bfloat16)
-    assert driver._onednn == (onednn and bf16_linear)
+    assert driver.fused_linear == (onednn and bf16_linear)
     generator = torch.Generator().manual_seed(1)
     weight = torch.randn(96, 48, generator=generator) * 0.2
     bias = driver.weight(torch.randn(96, generator=generator).numpy())
@@ -152,36 +148,32 @@ def test_fused_linear_gelu_matches_the_unfused_one(monkeypatch, precision, onedn
 def test_int8_kernel_follows_the_cpu(monkeypatch):
     """oneDNN's int8 GEMM only with AMX int8 tiles: without them it is ~100x slower than fp32 and would
     hang the test suite, so int8 weights are dequantized at load there."""
-    import vecsift.backend.driver.torch_driver as torch_driver
-
-    monkeypatch.setattr(torch_driver, "has_amx_int8", lambda: True)
-    assert torch_driver.TorchDriver("cpu", "int8").int8_kernel == "onednn"
-    monkeypatch.setattr(torch_driver, "has_amx_int8", lambda: False)
-    driver = torch_driver.TorchDriver("cpu", "int8")
+    monkeypatch.setattr(ops, "has_amx_int8", lambda: True)
+    assert TorchDriver("cpu", "int8").int8_kernel == "onednn"
+    monkeypatch.setattr(ops, "has_amx_int8", lambda: False)
+    driver = TorchDriver("cpu", "int8")
     assert driver.int8_kernel == "dequantized" and driver.clone().int8_kernel == "dequantized"
     assert "dequantized" in driver.describe()["int8_kernel"]
-    monkeypatch.setattr(torch_driver, "has_amx_int8", lambda: True)
-    monkeypatch.setattr(torch_driver, "_ONEDNN_INT8", False)  # a torch build without the operator
-    assert torch_driver.TorchDriver("cpu", "int8").int8_kernel == "dequantized"
+    monkeypatch.setattr(ops, "has_amx_int8", lambda: True)
+    monkeypatch.setattr(ops, "ONEDNN_INT8", False)  # a torch build without the operator
+    assert TorchDriver("cpu", "int8").int8_kernel == "dequantized"
     with pytest.raises(BackendError, match="needs torch's oneDNN quantized linear"):
-        torch_driver.TorchDriver("cpu", "int8", int8_kernel="onednn")
+        TorchDriver("cpu", "int8", int8_kernel="onednn")
     with pytest.raises(BackendError, match="unknown int8 kernel"):
-        torch_driver.TorchDriver("cpu", "int8", int8_kernel="vnni")
+        TorchDriver("cpu", "int8", int8_kernel="vnni")
 
 
 def test_dequantized_int8_keeps_quality_and_speed(monkeypatch, tokenizer, fp32_reference):
     """The kernel a CPU without AMX int8 gets: close to fp32, and not slower than it (counted in forward
     passes of the same size rather than timed: both run the same GEMMs, in bf16 or fp32)."""
-    import vecsift.backend.driver.torch_driver as torch_driver
-
-    monkeypatch.setattr(torch_driver, "has_amx_int8", lambda: False)
+    monkeypatch.setattr(ops, "has_amx_int8", lambda: False)
     texts, fp32 = fp32_reference
     backend = load_backend("cpu", precision="int8")
     assert "dequantized" in backend.describe()["int8_kernel"]
     int8 = embed_distributed(tokenizer.encode(texts), [backend])
     cosines = (int8 * fp32).sum(1)
     assert int8.dtype == np.float32 and cosines.min() >= 0.98 and cosines.mean() >= 0.995
-    assert not any(isinstance(w, torch_driver.Int8Weight) for w in vars(backend.arch.layers[0]).values())
+    assert not any(isinstance(w, ops.Int8Weight) for w in vars(backend.arch.layers[0]).values())
 
 
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
@@ -281,18 +273,16 @@ def scaled_varlen(*args, **kwargs):
         (reference_varlen, True, "varlen flash (sliding window too)"),
     ],
 )
-def test_varlen_probe_decides_the_attention_kernel(monkeypatch, kernel, window, expected):
+def test_varlen_probe_decides_the_attention_route(kernel, window, expected):
     """A GPU driver uses varlen flash attention only if torch has it and it agrees with SDPA on a probe;
     otherwise it says why in ``describe()`` (``vecsift info``) and uses SDPA."""
-    import vecsift.backend.driver.torch_driver as torch_driver
-
-    monkeypatch.setattr(torch_driver, "_varlen_attention", lambda: (kernel, window))
-    driver = torch_driver.TorchDriver("cpu", "bf16")  # the probe itself runs wherever the driver does
-    assert driver._varlen is None and driver.describe()["attention"] == "sdpa"  # CPU drivers never probe
-    driver._use_varlen_if_it_works()
-    assert driver.describe()["attention"].startswith(expected)
-    uses_varlen = expected.startswith("varlen")
-    assert driver._varlen is (kernel if uses_varlen else None) and driver._varlen_window == (uses_varlen and window)
+    assert TorchDriver("cpu", "bf16").describe()["attention"] == "sdpa"  # CPU drivers never probe
+    route = choose_attention(torch.device("cpu"), torch.bfloat16, found=(kernel, window))  # the probe runs here
+    assert route.label.startswith(expected)
+    if expected.startswith("varlen"):
+        assert isinstance(route, VarlenAttention) and route.kernel is kernel and route.supports_window == window
+    else:
+        assert isinstance(route, SdpaAttention)
 
 
 @pytest.mark.parametrize("model", ["bundled", "modernbert"])
@@ -304,11 +294,8 @@ def test_gpu_attention_routes_give_the_cpu_result(make_modernbert, model, route)
     encodings = load_tokenizer(directory).encode(varied_texts(40, seed=2), max_tokens=200)
     want = load_backend("cpu", directory, driver="torch").embed_batch(encodings)
     backend = load_backend("cpu", directory, driver="torch")
-    if route == "varlen":
-        backend.driver._varlen, backend.driver._varlen_window = reference_varlen, True
-    else:
-        backend.driver.is_gpu = True
-        backend.driver.upload = lambda batch: batch  # pinned staging needs a real GPU
+    padded = SdpaAttention(torch.device("cpu"), pad_many_runs=True)  # what a GPU driver's SDPA route does
+    backend.driver.attention_route = VarlenAttention(reference_varlen, True, padded) if route == "varlen" else padded
     assert len(TokenBatch.from_encodings(encodings).equal_length_runs()) > 10
     assert np.abs(backend.embed_batch(encodings) - want).max() <= 1e-5
 

@@ -58,7 +58,7 @@ class Embedder:
 
     @property
     def dim(self) -> int:
-        return int(self.backends[0].embed_batch([]).shape[1])
+        return self.backends[0].dim()
 
     def embed(self, texts: Sequence[str], *, progress: bool | ProgressCallback = False) -> np.ndarray:
         """One unit vector per text, in order; long texts are truncated to ``max_tokens``."""
@@ -71,6 +71,5 @@ class Embedder:
                             max_tokens=self.max_tokens, progress=progress)
 
     def describe(self) -> dict[str, Any]:
-        backend = self.backends[0]
-        facts = backend.describe() if hasattr(backend, "describe") else {"backend": backend.name()}
-        return {**facts, "truncation": self.max_tokens, "backends": [b.name() for b in self.backends]}
+        return {**self.backends[0].describe(), "truncation": self.max_tokens,
+                "backends": [b.name() for b in self.backends]}

@@ -27,9 +27,14 @@ class UsageError(VecsiftError, ValueError):
     """An argument is out of range or of the wrong kind (batch size, worker count, paths)."""
 
 
+def is_int(value: object) -> bool:
+    """Whether ``value`` is an integer in the JSON and API sense: an ``int`` that is not a ``bool``."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def positive_int(name: str, value: object) -> int:
     """``value`` if it is an integer ≥ 1 (bools refused), else a :class:`UsageError` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int(value) or value < 1:
         raise UsageError(f"{name} must be a positive integer, got {value!r}")
     return value
 

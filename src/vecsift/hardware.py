@@ -22,6 +22,21 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+@cache
+def cpu_model() -> str:
+    """The CPU's model name as Linux reports it (``platform.processor()`` elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
 def has_fast_bf16() -> bool:
     """bf16 multiplies in hardware: AMX tiles or AVX-512 BF16."""
     return bool(cpu_flags() & {"amx_bf16", "avx512_bf16"})

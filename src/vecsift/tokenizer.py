@@ -8,14 +8,17 @@ are replaced: no padding, truncation at min(requested, sentence-transformers'
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Sequence
+from itertools import chain
 
 import numpy as np
 from tokenizers import Tokenizer as FastTokenizer
 
 from vecsift.encoding import Encoding
-from vecsift.errors import EncodingError, ModelLoadError
+from vecsift.errors import EncodingError, ModelLoadError, is_int
+from vecsift.models.arch_config import arch_config
 from vecsift.models.config import ModelFiles, load_model_files
 from vecsift.models.resolve import DEFAULT_MODEL
 
@@ -29,7 +32,9 @@ class Tokenizer:
         self.default_max_tokens = min(default_max_tokens, position_limit)
         self._by_limit: dict[tuple[int, str], FastTokenizer] = {}
         self._lock = threading.Lock()
-        self._configured(self.default_max_tokens)  # fail at load time, not at first use
+        probe = self._configured(self.default_max_tokens).encode("probe")  # fail at load time, not at first use
+        #: single texts get token type 0 throughout (BERT's post-processor): no type ids to copy per text
+        self._zero_types = not any(probe.type_ids)
 
     def _configured(self, limit: int, direction: str = "right") -> FastTokenizer:
         with self._lock:
@@ -45,7 +50,7 @@ class Tokenizer:
         """The truncation length used for a request of ``max_tokens`` (None: the model default)."""
         if max_tokens is None:
             return self.default_max_tokens
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 2:
+        if not is_int(max_tokens) or max_tokens < 2:
             raise EncodingError(f"max_tokens must be an integer ≥ 2 (room for the special tokens), got {max_tokens!r}")
         return min(max_tokens, self.default_max_tokens)
 
@@ -62,17 +67,37 @@ class Tokenizer:
         for index, text in enumerate(texts):
             if not isinstance(text, str):
                 raise EncodingError(f"text {index} is a {type(text).__name__}, not a str")
-        tokenizer = self._configured(self.limit_for(max_tokens), direction)
-        return [
-            Encoding(
-                np.asarray(e.ids, dtype=np.int64),
-                np.asarray(e.attention_mask, dtype=np.int64),
-                np.asarray(e.type_ids, dtype=np.int64),
-            )
-            # one text: the sequential call (encode_batch hands even one text to its thread pool)
-            for e in ([tokenizer.encode(texts[0])] if len(texts) == 1 else tokenizer.encode_batch(texts))
-        ]
+        limit = self.limit_for(max_tokens)
+        tokenizer = self._configured(limit, direction)
+        bound = limit * _CHARS_PER_TOKEN_BOUND
+        shortened = [_shortened(text, bound, direction) if len(text) > bound else text for text in texts]
+        # one text: the sequential call (encode_batch hands even one text to its thread pool); no offsets
+        raw = [tokenizer.encode(shortened[0])] if len(texts) == 1 else tokenizer.encode_batch_fast(shortened)
+        for index, (text, short) in enumerate(zip(texts, shortened, strict=True)):
+            if short is not text and len(raw[index].ids) < limit:  # the cut left fewer tokens than the limit
+                raw[index] = tokenizer.encode(text)
+        return self._encodings(raw)
 
+    def _encodings(self, raw: list) -> list[Encoding]:
+        """The tokenizer's output as Encodings without a NumPy call per text: every text's ids land in one
+        flat array and each Encoding views its slice (mask and token types view shared read-only arrays of
+        ones and zeros: no padding, single texts). Tokenizer output needs no validation."""
+        id_lists = [e.ids for e in raw]
+        lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
+        total = int(lengths.sum())
+        ids = np.fromiter(chain.from_iterable(id_lists), dtype=np.int64, count=total)
+        if self._zero_types:
+            types = np.zeros(int(lengths.max(initial=0)), dtype=np.int64)
+            type_rows = [types[:n] for n in lengths.tolist()]
+        else:
+            flat_types = np.fromiter(chain.from_iterable(e.type_ids for e in raw), dtype=np.int64, count=total)
+            type_rows = np.split(flat_types, np.cumsum(lengths)[:-1])
+        ones = np.ones(int(lengths.max(initial=0)), dtype=np.int64)
+        for array in (ids, ones, types if self._zero_types else flat_types):
+            array.setflags(write=False)
+        ends = np.cumsum(lengths).tolist()
+        return [Encoding.trusted(ids[end - n : end], ones[:n], type_row)
+                for end, n, type_row in zip(ends, lengths.tolist(), type_rows, strict=True)]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """How many tokens each text has before truncation (special tokens included)."""
@@ -92,15 +117,30 @@ class Tokenizer:
 
 
 _UNTRUNCATED = 1 << 30  # a truncation length no text reaches: counts the whole text
+#: texts longer than this many characters per token of the limit are cut (at whitespace) before tokenizing,
+#: so a 100 MB line costs what its first tokens cost; a cut that leaves fewer tokens than the limit is
+#: undone (the whole text is tokenized), so the result is always the full text's, truncated
+_CHARS_PER_TOKEN_BOUND = 32
+_WHITESPACE = re.compile(r"\s")
+_UP_TO_LAST_WHITESPACE = re.compile(r".*\s", re.S)
+
+
+def _shortened(text: str, bound: int, direction: str) -> str:
+    """The ``bound`` characters of ``text`` that truncation keeps (its start, or its end for ``left``), cut at
+    whitespace so no word is split; ``text`` itself when there is no whitespace to cut at."""
+    if direction == "right":
+        found = _UP_TO_LAST_WHITESPACE.match(text, 0, bound)
+        return text[: found.end() - 1] if found and found.end() > 1 else text
+    found = _WHITESPACE.search(text, len(text) - bound)
+    return text[found.start():] if found else text
 
 
 def tokenizer_for(files: ModelFiles) -> Tokenizer:
     """The tokenizer of an already resolved model directory."""
+    position_limit = arch_config(files).max_positions
     try:
         tokenizer_json = files.tokenizer_path.read_text(encoding="utf-8")
-        position_limit = int(files.config.get("max_position_embeddings", 512))
-        default = files.max_seq_length or position_limit
-        return Tokenizer(tokenizer_json, position_limit, default)
+        return Tokenizer(tokenizer_json, position_limit, files.max_seq_length or position_limit)
     except (OSError, UnicodeDecodeError) as err:
         raise ModelLoadError(f"cannot read {files.tokenizer_path}: {err}") from err
     except Exception as err:  # tokenizers raises a bare Exception on a malformed file

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 
@@ -18,9 +18,18 @@ from vecsift.encoding import Encoding
 
 DEFAULT_MAX_TOKENS = 512
 
+#: what a backend prepares ahead of the device (the default: the encodings themselves)
+Prepared = TypeVar("Prepared")
+#: the reusable host buffers of one ring slot (the default: none)
+Slot = TypeVar("Slot")
 
-class EmbedBackend(ABC):
-    """Turns batches of :class:`Encoding` into L2-normalized float32 vectors."""
+
+class EmbedBackend(ABC, Generic[Prepared, Slot]):
+    """Turns batches of :class:`Encoding` into L2-normalized float32 vectors.
+
+    ``Prepared`` and ``Slot`` type the ring's hand-off: the producer thread turns encodings into a
+    ``Prepared`` batch using one ring slot's ``Slot`` buffers, the driving thread embeds it.
+    """
 
     @abstractmethod
     def embed_batch(self, encodings: Sequence[Encoding]) -> np.ndarray:
@@ -55,19 +64,32 @@ class EmbedBackend(ABC):
         """Position limit of the model; longer inputs are truncated by the tokenizer."""
         return DEFAULT_MAX_TOKENS
 
-    def prepare_batch(self, encodings: Sequence[Encoding], buffers: Any = None) -> Any:
+    def dim(self) -> int:
+        """The embedding dimension. The default asks an empty batch; backends that know it say so."""
+        return int(self.embed_batch([]).shape[1])
+
+    def new_ring_slot(self) -> Slot | None:
+        """Reusable host buffers for one slot of the GPU ring (e.g. pinned packing arrays), made once per
+        slot and handed back to :meth:`prepare_batch` batch after batch. The default: none."""
+        return None
+
+    def prepare_batch(self, encodings: Sequence[Encoding], slot: Slot | None = None) -> Prepared:
         """Host-side work that can run ahead of the device (validation, packing, the copy to the GPU).
 
-        The ring pipeline calls this on its producer thread with the reusable
-        buffers of one ring slot, then :meth:`embed_prepared` on the driving
-        thread. The default does nothing ahead: it returns the encodings.
+        The ring pipeline calls this on its producer thread with one ring slot's buffers, then
+        :meth:`embed_prepared` on the driving thread. The default does nothing ahead: the prepared batch is
+        the list of encodings.
         """
-        return list(encodings)
+        return cast(Prepared, list(encodings))
 
-    def embed_prepared(self, prepared: Any) -> np.ndarray:
+    def embed_prepared(self, prepared: Prepared) -> np.ndarray:
         """Embed what :meth:`prepare_batch` returned; same result as :meth:`embed_batch`."""
-        return self.embed_batch(prepared)
+        return self.embed_batch(cast(Sequence[Encoding], prepared))
 
     def name(self) -> str:
         """A short label for progress output and ``vecsift info``."""
         return "GPU" if self.is_gpu() else "CPU"
+
+    def describe(self) -> dict[str, Any]:
+        """Facts for ``vecsift info``; backends that know more (model, architecture, driver) add them."""
+        return {"backend": self.name(), "dim": self.dim(), "max_tokens": self.max_tokens()}

@@ -10,12 +10,13 @@ import numpy as np
 from vecsift.backend.arch.base import ModelArch
 from vecsift.backend.contract import EmbedBackend
 from vecsift.backend.driver.base import Driver
+from vecsift.backend.precision import PrecisionChoice
 from vecsift.backend.token_batch import PackBuffers, TokenBatch
 from vecsift.encoding import Encoding
 from vecsift.errors import BackendError, EncodingError, VecsiftError
 
 
-class GenericBackend(EmbedBackend):
+class GenericBackend(EmbedBackend[TokenBatch, PackBuffers]):
     """Runs ``arch.forward`` on ``driver``, in sub-batches sized for the driver.
 
     Holds ``weights`` (the memory map behind the arch's tensors) for as long as it
@@ -23,21 +24,26 @@ class GenericBackend(EmbedBackend):
     space), so they are cheap and safe to use from another thread.
     """
 
-    def __init__(self, driver: Driver[Any], arch: ModelArch, max_tokens: int, is_gpu: bool, weights: object) -> None:
+    def __init__(self, driver: Driver[Any], arch: ModelArch, is_gpu: bool, weights: object,
+                 precision_choice: PrecisionChoice | None = None) -> None:
         self.driver = driver
         self.arch = arch
-        self._max_tokens = int(max_tokens)
         self._is_gpu = bool(is_gpu)
+        #: why this precision, when ``precision="auto"`` chose it
+        self.precision_choice = precision_choice
         self.weights = weights
 
     def embed_batch(self, encodings: Sequence[Encoding]) -> np.ndarray:
         return self.embed_prepared(self.prepare_batch(encodings))
 
-    def prepare_batch(self, encodings: Sequence[Encoding], buffers: PackBuffers | None = None) -> TokenBatch:
-        """Validate and pack ``encodings`` (into ``buffers`` when given), then hand them to the driver."""
+    def new_ring_slot(self) -> PackBuffers:
+        return PackBuffers()
+
+    def prepare_batch(self, encodings: Sequence[Encoding], slot: PackBuffers | None = None) -> TokenBatch:
+        """Validate and pack ``encodings`` (into the slot's buffers when given), then hand them to the driver."""
         encodings = list(encodings)
         self._check(encodings)
-        return self.driver.upload(TokenBatch.from_encodings(encodings, buffers))
+        return self.driver.upload(TokenBatch.from_encodings(encodings, slot))
 
     def embed_prepared(self, prepared: TokenBatch, normalize: bool = True) -> np.ndarray:
         out = np.empty((prepared.num_inputs, self.arch.dim), dtype=np.float32)
@@ -60,9 +66,9 @@ class GenericBackend(EmbedBackend):
         for index, encoding in enumerate(encodings):
             if not isinstance(encoding, Encoding):
                 raise EncodingError(f"input {index} is a {type(encoding).__name__}, not an Encoding")
-            if len(encoding) > self._max_tokens:
+            if len(encoding) > self.max_tokens():
                 raise EncodingError(
-                    f"input {index} has {len(encoding)} tokens, above this model's limit of {self._max_tokens}; "
+                    f"input {index} has {len(encoding)} tokens, above this model's limit of {self.max_tokens()}; "
                     "tokenize with truncation (load_tokenizer(...).encode truncates for you)"
                 )
             top = int(encoding.input_ids.max())
@@ -89,13 +95,16 @@ class GenericBackend(EmbedBackend):
     def clone_backend(self) -> GenericBackend:
         if not self.supports_clone():
             raise BackendError(f"{self.name()} cannot be cloned: GPU backends are fed by one thread, not cloned")
-        return GenericBackend(self.driver.clone(), self.arch, self._max_tokens, self._is_gpu, self.weights)
+        return GenericBackend(self.driver.clone(), self.arch, self._is_gpu, self.weights, self.precision_choice)
 
     def is_gpu(self) -> bool:
         return self._is_gpu
 
     def max_tokens(self) -> int:
-        return self._max_tokens
+        return self.arch.max_positions
+
+    def dim(self) -> int:
+        return self.arch.dim
 
     def name(self) -> str:
         device = self.driver.device_label if self.driver.is_gpu else super().name()
@@ -109,7 +118,8 @@ class GenericBackend(EmbedBackend):
             "model": self.arch.files.name,
             "directory": str(self.arch.files.directory),
             **self.arch.describe(),
-            "max_tokens": self._max_tokens,
+            "max_tokens": self.max_tokens(),
             "backend": self.name(),
             **self.driver.describe(),
+            **({"precision_choice": f"auto: {self.precision_choice.reason}"} if self.precision_choice else {}),
         }

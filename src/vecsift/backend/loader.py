@@ -10,12 +10,17 @@ from vecsift.backend.contract import EmbedBackend
 from vecsift.backend.driver.base import Driver
 from vecsift.backend.driver.numpy_driver import NumpyDriver
 from vecsift.backend.generic import GenericBackend
-from vecsift.errors import BackendError, ModelLoadError
-from vecsift.models.config import load_model_files
+from vecsift.backend.precision import AUTO, PROBE_TEXTS, SUPPORT, PrecisionChoice, check_supported, choose_precision
+from vecsift.errors import BackendError
+from vecsift.models.arch_config import arch_config
+from vecsift.models.config import ModelFiles, load_model_files
 from vecsift.models.resolve import DEFAULT_MODEL
 from vecsift.models.weights import SafetensorsWeights
+from vecsift.tokenizer import tokenizer_for
 
+#: hardware kinds: ``auto`` is the GPU when one is usable, else the CPU (what :func:`detect_backends` picks first)
 KINDS = ("auto", "cpu", "cuda")
+DRIVERS = ("numpy", "torch")
 
 
 def torch_installed() -> bool:
@@ -28,12 +33,7 @@ def torch_installed() -> bool:
 
 def supported() -> dict[tuple[str, str], tuple[str, ...]]:
     """(kind, driver) → precisions, for the drivers importable here."""
-    table: dict[tuple[str, str], tuple[str, ...]] = {("cpu", "numpy"): ("fp32",)}
-    if torch_installed():
-        from vecsift.backend.driver.torch_driver import PRECISIONS as TORCH
-
-        table.update({("cpu", "torch"): TORCH["cpu"], ("cuda", "torch"): TORCH["cuda"]})
-    return table
+    return {combo: precisions for combo, precisions in SUPPORT.items() if combo[1] != "torch" or torch_installed()}
 
 
 def default_driver(kind: str, precision: str) -> str:
@@ -48,26 +48,30 @@ def default_driver(kind: str, precision: str) -> str:
     return "torch" if torch_installed() else "numpy"
 
 
-def _pick_driver(kind: str, driver: str | None, precision: str, device: str) -> Driver:
+def resolve_kind(kind: str) -> str:
+    """``kind`` checked; ``auto`` becomes ``cuda`` when a CUDA device is usable, else ``cpu``."""
     if kind not in KINDS:
         raise BackendError(f"unknown backend kind {kind!r}; choose one of {list(KINDS)}")
-    kind = "cpu" if kind == "auto" else kind
+    if kind == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    return kind
+
+
+def _pick_driver(kind: str, driver: str | None, precision: str, device: str) -> Driver:
     name = driver or default_driver(kind, precision)
     if (kind, name, precision) == ("cpu", "numpy", "fp32") and device in ("auto", "cpu"):
-        return NumpyDriver()  # decided without `supported()`, which imports torch when it is installed
-    table = supported()
-    combos = ", ".join(f"{k}/{d}: {list(p)}" for (k, d), p in table.items())
-    if (kind, name) not in table:
-        hint = " (install the torch extra: pip install 'vecsift[torch]')" if name == "torch" or kind == "cuda" else ""
-        raise BackendError(f"no driver {name!r} for kind {kind!r}{hint}; supported: {combos}")
-    if precision not in table[(kind, name)]:
-        raise BackendError(f"precision {precision!r} is not supported by the {name} driver on {kind}; "
-                           f"supported: {combos}")
+        return NumpyDriver()  # decided without importing torch
+    if name not in DRIVERS:
+        raise BackendError(f"unknown driver {name!r}; choose one of {list(DRIVERS)}")
+    if name == "torch" and not torch_installed():
+        raise BackendError(f"no driver {name!r} for kind {kind!r} (install the torch extra: "
+                           "pip install 'vecsift[torch]')")
+    check_supported(kind, name, precision)
     if name == "numpy":
         if device not in ("auto", "cpu"):
             raise BackendError(f"device {device!r} is not available for kind {kind!r}; use 'auto' or 'cpu'")
         return NumpyDriver()
-    from vecsift.backend.driver.torch_driver import TorchDriver
+    from vecsift.backend.driver.torch import TorchDriver
 
     target = device if device != "auto" else kind
     if torch_device_type(target) != kind:
@@ -91,22 +95,42 @@ def load_backend(
     driver: str | None = None,
     precision: str = "fp32",
 ) -> EmbedBackend:
-    """A backend for ``model`` on ``kind`` hardware.
+    """A backend for ``model`` on ``kind`` hardware (``auto``: the GPU when one is usable, else the CPU).
 
     ``model`` is a local directory, the bundled ``all-MiniLM-L6-v2`` or a hub id
     from the local cache. The architecture comes from config.json's ``model_type``.
+    ``precision="auto"``: see :mod:`vecsift.backend.precision` (the choice and its reason are in
+    ``describe()``).
     """
-    chosen = _pick_driver(kind, driver, precision, device)
+    kind = resolve_kind(kind)
     files = load_model_files(model)
-    arch_class = ARCHITECTURES.get(files.model_type)
-    if arch_class is None:
-        raise ModelLoadError(
-            f"model_type {files.model_type!r} in {files.directory / 'config.json'} is not supported; "
-            f"supported: {sorted(ARCHITECTURES)}"
-        )
+    config = arch_config(files)  # an unsupported model_type or a bad config fails before the weights are read
+    choice = None
+    if precision == AUTO:
+        choice = auto_precision(kind, model, files)
+        precision = choice.precision
+    chosen = _pick_driver(kind, driver, precision, device)
     weights = SafetensorsWeights(files.weights_path)
-    arch = arch_class(files, weights, chosen)
-    return GenericBackend(chosen, arch, arch.max_positions, chosen.is_gpu, weights)
+    arch = ARCHITECTURES[files.model_type](files, config, weights, chosen)
+    return GenericBackend(chosen, arch, chosen.is_gpu, weights, precision_choice=choice)
+
+
+def auto_precision(kind: str, model: str, files: ModelFiles | None = None) -> PrecisionChoice:
+    """What ``precision="auto"`` runs ``model`` in on ``kind`` here (probed once per machine and model)."""
+    kind = resolve_kind(kind)
+    files = files or load_model_files(model)
+    weights = files.weights_path.stat()
+    model_key = f"{files.directory}|{weights.st_size}|{weights.st_mtime_ns}"
+
+    def probe(candidate: str) -> float:
+        reference = load_backend(kind, model, precision="fp32", driver="torch")
+        tokenizer = tokenizer_for(files)
+        encodings = tokenizer.encode(list(PROBE_TEXTS))
+        fp32 = reference.embed_batch(encodings)
+        reduced = load_backend(kind, model, precision=candidate).embed_batch(encodings)
+        return float((fp32 * reduced).sum(axis=1).min())
+
+    return choose_precision(kind, torch_installed(), model_key, probe)
 
 
 def cuda_available() -> bool:

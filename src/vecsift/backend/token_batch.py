@@ -44,24 +44,31 @@ class TokenBatch:
 
     @classmethod
     def from_encodings(cls, encodings: Sequence[Encoding], buffers: PackBuffers | None = None) -> TokenBatch:
-        """Pack ``encodings``, into ``buffers`` when given (the result then views them)."""
-        dense = all(e.attention_mask.all() for e in encodings)
+        """Pack ``encodings``, into ``buffers`` when given (the result then views them): one concatenation per
+        field, no loop over inputs unless some have masked-out tokens."""
+        count = len(encodings)
+        lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=count)
+        full_total = int(lengths.sum())
+        dense = count == 0 or bool(np.concatenate([e.attention_mask for e in encodings]).all())
         kept = None if dense else [np.flatnonzero(e.attention_mask) for e in encodings]
-        lengths = [len(e) for e in encodings] if dense else [len(k) for k in kept]
-        total = sum(lengths)
+        if kept is not None:
+            lengths = np.fromiter(map(len, kept), dtype=np.int64, count=count)
+        total = full_total if dense else int(lengths.sum())
         buffers = buffers or PackBuffers()
-        buffers.reserve(total, len(encodings))
+        buffers.reserve(total, count)
         ids, positions, types = buffers.tokens[:, :total]
-        cu_seqlens = buffers.cu_seqlens[: len(encodings) + 1]
+        cu_seqlens = buffers.cu_seqlens[: count + 1]
         np.cumsum(lengths, out=cu_seqlens[1:])
+        if dense:
+            if count:
+                np.concatenate([e.input_ids for e in encodings], out=ids)
+                np.concatenate([e.token_type_ids for e in encodings], out=types)
+            np.subtract(np.arange(total), np.repeat(cu_seqlens[:-1], lengths), out=positions)
+            return cls(ids, positions, types, cu_seqlens, dense)
         for i, e in enumerate(encodings):
             rows = slice(cu_seqlens[i], cu_seqlens[i + 1])
-            if dense:
-                ids[rows], types[rows] = e.input_ids, e.token_type_ids
-                positions[rows] = np.arange(lengths[i])
-            else:
-                ids[rows], types[rows] = e.input_ids[kept[i]], e.token_type_ids[kept[i]]
-                positions[rows] = kept[i]
+            ids[rows], types[rows] = e.input_ids[kept[i]], e.token_type_ids[kept[i]]
+            positions[rows] = kept[i]
         return cls(ids, positions, types, cu_seqlens, dense)
 
     @property

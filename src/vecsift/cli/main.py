@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from vecsift import __version__
-from vecsift.cli.options import add_model_option, positive_int, token_limit
+from vecsift.cli.options import add_engine_options, positive_int, token_limit
 from vecsift.cli.output import FORMATS, check_output_folder, infer_format, open_writer
 from vecsift.cli.ray_embed import add_ray_options, check_ray_arguments, run_ray_embed
 from vecsift.cli.search import add_search_commands, run_index, run_mcp, run_search, run_status, run_watch
@@ -22,15 +22,6 @@ from vecsift.cli.serve import add_serve_command, run_serve
 from vecsift.errors import UsageError, VecsiftError
 from vecsift.search.walk import Skipped
 from vecsift.sources import Record, check_paths, read_jsonl, read_lines, read_paths
-
-
-def _model_options(parser: argparse.ArgumentParser) -> None:
-    add_model_option(parser)
-    parser.add_argument("--backend", default="cpu", choices=("auto", "cpu", "cuda"), help="hardware (default: cpu)")
-    parser.add_argument("--driver", default=None, choices=("numpy", "torch"),
-                        help="compute driver (default: the fastest available for the precision)")
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16", "int8"),
-                        help="fp32 (default); bf16 and int8 on CPU, bf16 and fp16 on CUDA (torch driver)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,12 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="truncate inputs to this many tokens (at least 2)")
     embed.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     embed.add_argument("--verbose", "-v", action="store_true", help="list the files that were skipped, and why")
-    _model_options(embed)
+    add_engine_options(embed, precision="fp32")
     add_ray_options(embed)
 
     info = commands.add_parser("info", help="describe a model and the backend that would run it")
     info.add_argument("--json", action="store_true", help="print JSON")
-    _model_options(info)
+    add_engine_options(info, precision="fp32")
     return parser
 
 
@@ -98,7 +89,7 @@ def _embed(args: argparse.Namespace) -> int:
     records = _records(args, skipped)
     fmt = infer_format(args.output, args.format)
     check_output_folder(args.output)  # before the model loads
-    embedder = Embedder(args.model, kind=args.backend, driver=args.driver, precision=args.precision,
+    embedder = Embedder(args.model, kind=args.kind, driver=args.driver, precision=args.precision,
                         batch_size=args.batch_size, workers=args.workers, max_tokens=args.max_tokens)
     ids: deque[str] = deque()  # ids of texts pulled but not yet written, in order
 
@@ -131,7 +122,7 @@ def _embed(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     from vecsift.embedder import Embedder
 
-    facts = Embedder(args.model, kind=args.backend, driver=args.driver, precision=args.precision).describe()
+    facts = Embedder(args.model, kind=args.kind, driver=args.driver, precision=args.precision).describe()
     if args.json:
         print(json.dumps(facts, indent=2))
     else:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from vecsift.backend.loader import DRIVERS, KINDS
+from vecsift.backend.precision import AUTO, PRECISIONS
 from vecsift.models.resolve import DEFAULT_MODEL
 
 
@@ -30,3 +32,17 @@ token_limit = int_at_least(2)
 def add_model_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", "-m", default=DEFAULT_MODEL,
                         help="model directory, bundled name or hub id (default: %(default)s)")
+
+
+def add_engine_options(parser: argparse.ArgumentParser, precision: str) -> None:
+    """The engine's options, with choices taken from the loader's and the precision module's tables: one
+    list of each, wherever it is offered. ``--backend`` is ``load_backend``'s ``kind`` (``args.kind``)."""
+    add_model_option(parser)
+    parser.add_argument("--backend", dest="kind", metavar="KIND", default="cpu", choices=KINDS,
+                        help=f"hardware, one of {', '.join(KINDS)} (default: cpu; auto: the GPU when one is usable)")
+    parser.add_argument("--driver", default=None, choices=DRIVERS,
+                        help="compute driver (default: the fastest available for the precision)")
+    parser.add_argument("--precision", default=precision, choices=(AUTO, *PRECISIONS),
+                        help=f"{AUTO}: bf16 where it runs in hardware (AMX / AVX-512 BF16 CPUs, GPUs) and passes a "
+                             f"probe against fp32, else fp32; bf16 and int8 on CPU, bf16 and fp16 on CUDA (torch "
+                             f"driver) (default: {precision})")

@@ -91,8 +91,14 @@ def npy_header(rows: int, dim: int) -> bytes:
 class VectorWriter:
     """Receives (id, vector) pairs in order; ``rows`` counts them."""
 
-    def __init__(self, vectors: IO, ids: IO | None, fmt: str, dim: int, paths: list[str]) -> None:
-        self._vectors, self._ids, self._fmt, self.dim = vectors, ids, fmt, dim
+    def __init__(self, vectors: IO, ids: IO | None, fmt: str, dim: int, paths: list[str],
+                 flush_each: bool = False) -> None:
+        self._vectors = vectors
+        self._ids = ids
+        self._fmt = fmt
+        self.dim = dim
+        #: flush after every row: a reader at the other end of a pipe gets each vector as it is made
+        self._flush_each = flush_each
         self.rows = 0
         #: the files this writer produces (empty for stdout)
         self.paths = paths
@@ -107,6 +113,8 @@ class VectorWriter:
             row = {"index": self.rows, "id": record_id, "vector": [round(float(x), 7) for x in vector]}
             self._vectors.write(json.dumps(row, ensure_ascii=False) + "\n")
         self.rows += 1
+        if self._flush_each:
+            self._vectors.flush()
 
     def finish(self) -> None:
         if self._fmt == "npy":
@@ -122,7 +130,7 @@ def open_writer(output: str | None, fmt: str, dim: int) -> Iterator[VectorWriter
     if output is None or output == "-":
         if fmt == "npy":
             raise UsageError("the npy format needs an output file (-o vectors.npy)")
-        writer = VectorWriter(sys.stdout, None, fmt, dim, [])
+        writer = VectorWriter(sys.stdout, None, fmt, dim, [], flush_each=True)
         yield writer
         sys.stdout.flush()
         return

@@ -43,7 +43,7 @@ def check_ray_arguments(args: argparse.Namespace) -> None:
         raise UsageError("--engine ray reads files: name JSONL/Parquet files, directories or globs (not stdin)")
     if not args.output or args.output == "-":
         raise UsageError("--engine ray writes a directory of Parquet shards: pass -o OUTPUT_DIR")
-    if args.backend == "auto":
+    if args.kind == "auto":
         raise UsageError("--engine ray needs --backend cpu or cuda (it picks actors by the kind of device)")
 
 
@@ -57,7 +57,7 @@ def run_ray_embed(args: argparse.Namespace) -> int:
         raise UsageError(f"--engine ray needs Ray Data: pip install 'vecsift[ray]' ({err})") from None
 
     job = EmbedJob(args.inputs, Path(args.output), args.model, field=args.field, id_field=args.id_field,
-                   kind=args.backend, driver=args.driver, precision=args.precision, batch_size=args.batch_size,
+                   kind=args.kind, driver=args.driver, precision=args.precision, batch_size=args.batch_size,
                    max_tokens=args.max_tokens, progress=not args.no_progress)
     input_files(job.inputs)  # bad inputs and outputs fail before a cluster starts
     check_output_directory(job.output)

@@ -9,6 +9,7 @@ import re
 import sys
 from typing import Any
 
+from vecsift.backend.precision import AUTO, SUPPORT
 from vecsift.cli.options import add_model_option, positive_int
 from vecsift.search.code_tokens import words
 from vecsift.search.rank import MODES
@@ -28,9 +29,9 @@ def _index_options(parser: argparse.ArgumentParser) -> None:
                         help="do not honour .gitignore, .ignore, .vecsiftignore and .git/info/exclude")
     parser.add_argument("--max-file-size", type=positive_int, default=DEFAULT_MAX_FILE_SIZE,
                         help="skip files larger than this many bytes (default: %(default)s)")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "int8"),
+    parser.add_argument("--precision", default=AUTO, choices=(AUTO, *SUPPORT[("cpu", "torch")]),
                         help="precision the index is embedded in (default: auto = bf16 on CPUs with AMX or "
-                             "AVX-512 BF16, else fp32)")
+                             "AVX-512 BF16 when it passes a probe against fp32, else fp32)")
     parser.add_argument("--workers", type=positive_int, default=None, help="CPU worker threads for embedding")
     add_model_option(parser)
 

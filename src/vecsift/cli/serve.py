@@ -7,17 +7,14 @@ import os
 import sys
 from typing import Any
 
-from vecsift.cli.options import add_model_option, positive_int
+from vecsift.cli.options import add_engine_options, positive_int
 
 
 def add_serve_command(commands: Any) -> None:
     serve = commands.add_parser("serve", help="serve embeddings over HTTP (TEI- and OpenAI-compatible) and search")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine)")
     serve.add_argument("--port", type=int, default=8080, help="port (default: 8080; 0 picks a free one)")
-    serve.add_argument("--backend", default="cpu", choices=("auto", "cpu", "cuda"), help="hardware (default: cpu)")
-    serve.add_argument("--driver", default=None, choices=("numpy", "torch"), help="compute driver")
-    serve.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16", "int8"),
-                       help="auto (default): bf16 on CPUs with AMX or AVX-512 BF16, else fp32")
+    add_engine_options(serve, precision="auto")
     serve.add_argument("--workers", type=positive_int, default=None, help="CPU worker threads (default: cores)")
     serve.add_argument("--batch-size", type=positive_int, default=32, help="inputs per unit of work (default: 32)")
     serve.add_argument("--max-batch-tokens", type=positive_int, default=16384,
@@ -34,13 +31,11 @@ def add_serve_command(commands: Any) -> None:
     serve.add_argument("--api-key", default=os.environ.get("VECSIFT_API_KEY"),
                        help="require `Authorization: Bearer KEY` (default: $VECSIFT_API_KEY; none: open)")
     serve.add_argument("--index", default=None, metavar="PATH", help="also serve POST /search over this folder")
-    add_model_option(serve)
 
 
 def run_serve(args: argparse.Namespace) -> int:
     from vecsift.embedder import Embedder
     from vecsift.errors import UsageError
-    from vecsift.search.precision import index_precision
 
     try:
         from vecsift.server.app import ServerSettings, create_app
@@ -50,8 +45,7 @@ def run_serve(args: argparse.Namespace) -> int:
                          "pip install 'vecsift[server]'") from err
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be from 0 to 65535, got {args.port}")
-    precision = index_precision(args.precision) if args.backend != "cuda" or args.precision != "auto" else "fp16"
-    embedder = Embedder(args.model, kind=args.backend, driver=args.driver, precision=precision,
+    embedder = Embedder(args.model, kind=args.kind, driver=args.driver, precision=args.precision,
                         batch_size=args.batch_size, workers=args.workers)
     index = None
     if args.index:

@@ -10,76 +10,19 @@ after its current batch and is re-raised once, with the original as its cause.
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from vecsift.backend.contract import EmbedBackend
 from vecsift.encoding import Encoding
-from vecsift.errors import BackendError, EncodingError, UsageError, positive_int
+from vecsift.errors import BackendError, EncodingError
 from vecsift.scheduling.progress import Progress, ProgressCallback
 from vecsift.scheduling.run_state import RunState
+from vecsift.scheduling.threads import check_arguments, join_all, single_threaded_kernels
 from vecsift.scheduling.work_queue import WorkQueue, length_sorted_units
 from vecsift.scheduling.workers import make_workers
-
-JOIN_GRACE = 1.0  # seconds given to threads to finish after a stop
-
-
-def default_workers() -> int:
-    """CPU cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def check_arguments(backends: Sequence[EmbedBackend] | EmbedBackend, batch_size: int,
-                    workers: int | None) -> tuple[list[EmbedBackend], int]:
-    """Validated (backends, workers per CPU backend); :class:`UsageError` names what is wrong."""
-    if isinstance(backends, EmbedBackend):
-        backends = [backends]
-    backends = list(backends)
-    if not backends or not all(isinstance(b, EmbedBackend) for b in backends):
-        raise UsageError("backends must be a non-empty list of EmbedBackend")
-    positive_int("batch_size", batch_size)
-    workers = positive_int("workers", default_workers() if workers is None else workers)
-    return backends, workers
-
-
-@contextmanager
-def single_threaded_kernels(backends: Sequence[EmbedBackend]) -> Iterator[None]:
-    """One BLAS (and torch) thread per CPU worker while they run: the workers use the cores, and the
-    arithmetic (so every vector, bit for bit) is the same whatever the worker count."""
-    if all(b.is_gpu() for b in backends):
-        yield
-        return
-    torch = sys.modules.get("torch")
-    saved = torch.get_num_threads() if torch is not None else None
-    with threadpool_limits(limits=1, user_api="blas"):
-        if torch is not None:
-            torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            if torch is not None:
-                torch.set_num_threads(saved)
-
-
-def join_all(threads: Sequence[threading.Thread], state: RunState) -> None:
-    """Wait for ``threads``; Ctrl-C stops the run and waits at most a second more."""
-    try:
-        for thread in threads:
-            while thread.is_alive():  # short joins keep Ctrl-C responsive
-                thread.join(timeout=0.1)
-    except KeyboardInterrupt as interrupt:
-        state.fail("interrupted", interrupt)
-        for thread in threads:
-            thread.join(timeout=JOIN_GRACE / max(1, len(threads)))
 
 
 class RowSink:
@@ -114,7 +57,7 @@ def embed_distributed(
     ``progress``: True for a tqdm bar on stderr, or a callable given each batch's size.
     The calling thread drives the first GPU backend (else a CPU worker).
     """
-    backends, workers = check_arguments(backends, batch_size, workers)
+    backends, workers_per_backend = check_arguments(backends, batch_size, workers)
     encodings = list(encodings)
     for index, encoding in enumerate(encodings):
         if not isinstance(encoding, Encoding):
@@ -126,14 +69,14 @@ def embed_distributed(
     work = WorkQueue(length_sorted_units(encodings, batch_size), closed=True)
     meter = Progress(progress, len(encodings))
     sink = RowSink(len(encodings), meter)
-    drivers = make_workers(backends, workers, work, state, sink)
-    threads = [threading.Thread(target=w.run, name=w.label, daemon=True) for w in drivers[1:]]
+    runners = make_workers(backends, workers_per_backend, work, state, sink)
+    threads = [threading.Thread(target=w.run, name=w.label, daemon=True) for w in runners[1:]]
     try:
         with single_threaded_kernels(backends):
             for thread in threads:
                 thread.start()
             try:
-                drivers[0].run()
+                runners[0].run()
             finally:
                 join_all(threads, state)
     finally:

@@ -2,15 +2,16 @@
 
 Stages, each on its own thread, connected by bounded hand-offs:
 
-    texts ──reader + tokenizer──▶ WorkQueue ──workers (CPU clones, GPU rings)──▶ results ──▶ caller
+    texts ──reader──▶ inbox ──tokenizer──▶ WorkQueue ──workers (CPU clones, GPU rings)──▶ results ──▶ caller
 
 Memory is bounded by a permit per text: the reader takes one before pulling a
 text and the caller's iteration gives it back when that text's vector is
 yielded. So texts pulled but not yet yielded never exceed ``bound`` =
 ``(RING_SIZE + 2) × batch_size + window``, whatever the corpus size; ``window``
 (default ``4 × batch_size``) is how many texts are tokenized and length-sorted
-together. The reader flushes a partial window before it waits for a permit,
-so the pipeline cannot stall on its own input.
+together. The tokenizer sends a partial window on as soon as the input pauses
+(a slow source, or a reader waiting for permits), so the pipeline cannot stall
+on its own input and a text typed into a pipe is embedded at once.
 """
 
 from __future__ import annotations
@@ -23,14 +24,17 @@ import numpy as np
 
 from vecsift.backend.contract import EmbedBackend
 from vecsift.errors import BackendError, EncodingError, UsageError, positive_int
-from vecsift.scheduling.distributed import check_arguments, single_threaded_kernels
 from vecsift.scheduling.progress import Progress, ProgressCallback
 from vecsift.scheduling.run_state import RunState
+from vecsift.scheduling.threads import POLL_SECONDS, check_arguments, single_threaded_kernels
 from vecsift.scheduling.work_queue import WorkQueue, length_sorted_units
-from vecsift.scheduling.workers import POLL_SECONDS, RING_SIZE, make_workers
+from vecsift.scheduling.workers import RING_SIZE, make_workers
 from vecsift.tokenizer import Tokenizer
 
 STOP_SECONDS = 30.0  # the longest a stop waits for one thread to finish its current batch
+#: how long the input may pause before a partial window is tokenized and sent on
+IDLE_FLUSH_SECONDS = 0.005
+_END = object()  # the end of the input, in the inbox
 
 
 class _Stages:
@@ -40,53 +44,77 @@ class _Stages:
     def __init__(self, texts: Iterable[str], backends: list[EmbedBackend], tokenizer: Tokenizer, batch_size: int,
                  workers: int, max_tokens: int | None, window: int, progress: bool | ProgressCallback) -> None:
         self.bound = (RING_SIZE + 2) * batch_size + window
-        self.pulled = self.yielded = self.max_in_flight = 0
-        self.texts, self.backends, self.tokenizer = texts, backends, tokenizer
-        self.batch_size, self.workers, self.max_tokens, self.window = batch_size, workers, max_tokens, window
+        self.pulled = 0
+        self.yielded = 0
+        self.max_in_flight = 0
+        self.texts = texts
+        self.backends = backends
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.workers = workers
+        self.max_tokens = max_tokens
+        self.window = window
         self.progress = progress
         self.counts = threading.Lock()
         self.permits = threading.Semaphore(self.bound)
         self.state = RunState()
+        self.inbox: queue.Queue[str | object] = queue.Queue()  # bounded by the permits
         self.work = WorkQueue()
         self.results: queue.Queue[tuple[np.ndarray, np.ndarray]] = queue.Queue()
         self.threads: list[threading.Thread] = []
         self.meter: Progress | None = None
 
-    def read(self) -> None:
-        """Pull texts (one permit each), tokenize and length-sort them by window, queue the units."""
-        stage, pending = "reading the input", []
-
-        def flush() -> None:
-            nonlocal stage
-            if pending:
-                stage = "tokenizer"
-                first = self.pulled - len(pending)
-                encodings = self.tokenizer.encode(pending, max_tokens=self.max_tokens)
-                for unit in length_sorted_units(encodings, self.batch_size, first_index=first):
-                    self.work.put(unit)
-                pending.clear()
-                stage = "reading the input"
-
+    def pull(self) -> None:
+        """The caller's iterable into the inbox, one permit per text (memory stays bounded)."""
         try:
             for text in self.texts:
-                if self.state.stopped.is_set():
-                    return
                 if not isinstance(text, str):
                     raise EncodingError(f"text {self.pulled} is a {type(text).__name__}, not a str")
-                if not self.permits.acquire(blocking=False):
-                    flush()
-                    while not self.permits.acquire(timeout=POLL_SECONDS):
-                        if self.state.stopped.is_set():
-                            return
+                while not self.permits.acquire(timeout=POLL_SECONDS):
+                    if self.state.stopped.is_set():
+                        return
+                if self.state.stopped.is_set():
+                    return
                 with self.counts:
                     self.pulled += 1
                     self.max_in_flight = max(self.max_in_flight, self.pulled - self.yielded)
+                self.inbox.put(text)
+        except BaseException as err:
+            self.state.fail("reading the input", err)
+        finally:
+            self.inbox.put(_END)
+
+    def tokenize(self) -> None:
+        """Tokenize and length-sort the inbox's texts a window at a time. A partial window goes as soon as
+        the input pauses (:data:`IDLE_FLUSH_SECONDS`), so text arriving slowly (a pipe, a terminal, a source
+        waiting for permits) gets its vectors without waiting for more input."""
+        pending: list[str] = []
+        tokenized = 0
+
+        def flush() -> None:
+            nonlocal tokenized
+            if pending:
+                encodings = self.tokenizer.encode(pending, max_tokens=self.max_tokens)
+                for unit in length_sorted_units(encodings, self.batch_size, first_index=tokenized):
+                    self.work.put(unit)
+                tokenized += len(pending)
+                pending.clear()
+
+        try:
+            while not self.state.stopped.is_set():
+                try:
+                    text = self.inbox.get(timeout=IDLE_FLUSH_SECONDS)
+                except queue.Empty:
+                    flush()
+                    continue
+                if text is _END:
+                    flush()
+                    return
                 pending.append(text)
                 if len(pending) >= self.window:
                     flush()
-            flush()
         except BaseException as err:
-            self.state.fail(stage, err)
+            self.state.fail("tokenizer", err)
         finally:
             self.work.close()
 
@@ -100,7 +128,8 @@ class _Stages:
         self.meter = Progress(self.progress, total)
         self.texts = iter(self.texts)
         runners = make_workers(self.backends, self.workers, self.work, self.state, self.sink)
-        self.threads = [threading.Thread(target=self.read, name="vecsift reader", daemon=True)]
+        self.threads = [threading.Thread(target=self.pull, name="vecsift reader", daemon=True),
+                        threading.Thread(target=self.tokenize, name="vecsift tokenizer", daemon=True)]
         self.threads += [threading.Thread(target=w.run, name=w.label, daemon=True) for w in runners]
         for thread in self.threads:
             thread.start()
@@ -117,8 +146,11 @@ class _Stages:
 
 def _collect(stages: _Stages) -> Iterator[np.ndarray]:
     """The caller's side: results back in input order, one permit given back per vector yielded."""
-    limits = single_threaded_kernels(stages.backends)
-    limits.__enter__()
+    with single_threaded_kernels(stages.backends):
+        yield from _in_order(stages)
+
+
+def _in_order(stages: _Stages) -> Iterator[np.ndarray]:
     stages.start()
     ready: dict[int, np.ndarray] = {}
     try:
@@ -143,7 +175,6 @@ def _collect(stages: _Stages) -> Iterator[np.ndarray]:
             raise BackendError(f"stream ended with {stages.pulled - stages.yielded} texts not embedded")
     finally:
         stages.stop()
-        limits.__exit__(None, None, None)
 
 
 class EmbeddingStream(Iterator[np.ndarray]):

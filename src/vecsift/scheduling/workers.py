@@ -15,20 +15,21 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from vecsift.backend.contract import EmbedBackend
-from vecsift.backend.token_batch import PackBuffers
 from vecsift.errors import BackendError
 from vecsift.scheduling.run_state import RunState
+from vecsift.scheduling.threads import POLL_SECONDS
 from vecsift.scheduling.work_queue import WorkQueue
 
 #: batches in flight for a GPU backend's ring-buffer pipeline (the seed's bound on memory)
 RING_SIZE = 4
 #: units a GPU backend claims at once (GPU batches are GPU_CLAIM_UNITS × batch_size)
 GPU_CLAIM_UNITS = 4
-POLL_SECONDS = 0.05  # seconds between checks of the stop flag while blocked
 
 Sink = Callable[[np.ndarray, np.ndarray, int], None]  # (indices, vectors, tokens)
 
@@ -40,11 +41,33 @@ def _checked(backend: EmbedBackend, vectors: np.ndarray, expected: int) -> np.nd
     return vectors
 
 
+@dataclass(frozen=True)
+class _Slot:
+    """A ring slot: the backend's reusable buffers (None for backends without any), boxed so that an empty
+    slot is never mistaken for the stop signal ``None``."""
+
+    buffers: Any  # what the backend's new_ring_slot() made
+
+
+@dataclass(frozen=True)
+class RingItem:
+    """One prepared batch on its way from the ring's producer to its driving thread."""
+
+    slot: _Slot  # the ring slot whose buffers the batch was packed into
+    indices: np.ndarray  # (n,) input positions of the batch's rows
+    prepared: Any  # what the backend's prepare_batch returned
+    tokens: int
+
+
 class CpuWorker:
     """Claims one unit at a time and embeds it on its own backend (a clone)."""
 
     def __init__(self, backend: EmbedBackend, label: str, work: WorkQueue, state: RunState, sink: Sink) -> None:
-        self.backend, self.label, self.work, self.state, self.sink = backend, label, work, state, sink
+        self.backend = backend
+        self.label = label
+        self.work = work
+        self.state = state
+        self.sink = sink
 
     def run(self) -> None:
         try:
@@ -60,11 +83,15 @@ class RingWorker:
     """Drives one GPU backend, fed by a producer thread through a ring of ``RING_SIZE`` reusable slots."""
 
     def __init__(self, backend: EmbedBackend, label: str, work: WorkQueue, state: RunState, sink: Sink) -> None:
-        self.backend, self.label, self.work, self.state, self.sink = backend, label, work, state, sink
-        self._free: queue.Queue[PackBuffers] = queue.Queue()
+        self.backend = backend
+        self.label = label
+        self.work = work
+        self.state = state
+        self.sink = sink
+        self._free: queue.Queue[_Slot] = queue.Queue()  # ring slots ready for the producer
         for _ in range(RING_SIZE):
-            self._free.put(PackBuffers())
-        self._ready: queue.Queue[tuple | None] = queue.Queue(maxsize=RING_SIZE)
+            self._free.put(_Slot(backend.new_ring_slot()))
+        self._ready: queue.Queue[RingItem | None] = queue.Queue(maxsize=RING_SIZE)
 
     def _get(self, source: queue.Queue):
         while not self.state.stopped.is_set():
@@ -74,7 +101,7 @@ class RingWorker:
                 continue
         return None
 
-    def _put(self, item: tuple | None) -> None:
+    def _put(self, item: RingItem | None) -> None:
         while not self.state.stopped.is_set():
             try:
                 self._ready.put(item, timeout=POLL_SECONDS)
@@ -89,9 +116,9 @@ class RingWorker:
                 if slot is None:
                     return
                 encodings = [e for unit in units for e in unit.encodings]
-                prepared = self.backend.prepare_batch(encodings, slot)
+                prepared = self.backend.prepare_batch(encodings, slot.buffers)
                 indices = np.concatenate([unit.indices for unit in units])
-                self._put((slot, indices, prepared, sum(unit.tokens for unit in units)))
+                self._put(RingItem(slot, indices, prepared, sum(unit.tokens for unit in units)))
         except BaseException as err:
             self.state.fail(f"{self.label} batch preparation", err)
         finally:
@@ -102,10 +129,9 @@ class RingWorker:
         producer.start()
         try:
             while (item := self._get(self._ready)) is not None:
-                slot, indices, prepared, tokens = item
-                vectors = _checked(self.backend, self.backend.embed_prepared(prepared), len(indices))
-                self._free.put(slot)  # the forward pass is done with the slot's buffers
-                self.sink(indices, vectors, tokens)
+                vectors = _checked(self.backend, self.backend.embed_prepared(item.prepared), len(item.indices))
+                self._free.put(item.slot)  # the forward pass is done with the slot's buffers
+                self.sink(item.indices, vectors, item.tokens)
         except BaseException as err:
             self.state.fail(self.label, err)
         finally:

@@ -24,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from vecsift.errors import SearchIndexError, UsageError, positive_int
+from vecsift.backend.loader import auto_precision
+from vecsift.backend.precision import AUTO, check_name
+from vecsift.errors import SearchIndexError, UsageError, is_int, positive_int
 from vecsift.models.config import load_model_files, read_prompts
 from vecsift.models.resolve import DEFAULT_MODEL
 from vecsift.search import rank
@@ -33,7 +35,6 @@ from vecsift.search.code_tokens import fts_query
 from vecsift.search.languages import parse_languages
 from vecsift.search.location import index_dir_for
 from vecsift.search.lock import WriterLock
-from vecsift.search.precision import index_precision
 from vecsift.search.query_encoder import QueryEncoder
 from vecsift.search.refresh import Changes, Refresher, RefreshSummary, compare, model_fingerprint
 from vecsift.search.store import DATABASE_NAME, ChunkRecord, ChunkTable, IndexStore, remove_index_files
@@ -106,7 +107,7 @@ class Index:
         prompts = read_prompts(files.directory)
         self.query_prompt = prompts.query if query_prompt is None else query_prompt
         self.document_prompt = prompts.document if document_prompt is None else document_prompt
-        self.precision = index_precision(precision)
+        self.precision = auto_precision("cpu", model).precision if precision == AUTO else check_name(precision)
         self.driver = driver
         self.workers = workers
         self.batch_size = batch_size
@@ -287,7 +288,7 @@ class Index:
         Compares every chunk with every other in blocks (O(n²·dim) multiply-adds: about a second per
         10k chunks here); overlapping windows of one definition are not reported as duplicates.
         """
-        if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 < threshold <= 1:
+        if not (is_int(threshold) or isinstance(threshold, float)) or not 0 < threshold <= 1:
             raise UsageError(f"threshold must be a number in (0, 1], got {threshold!r}")
         positive_int("limit", limit)
         store = self._open_reader()

@@ -23,7 +23,8 @@ import numpy as np
 from vecsift.backend.contract import EmbedBackend
 from vecsift.encoding import Encoding
 from vecsift.errors import VecsiftError
-from vecsift.scheduling.distributed import embed_distributed, single_threaded_kernels
+from vecsift.scheduling.distributed import embed_distributed
+from vecsift.scheduling.threads import single_threaded_kernels
 
 # The longest a batch waits for the clients just answered to send again. 10 ms took 64 busy single-text
 # clients from batches of ~32 (alternating halves) to ~63 and from 650 to 860 texts/s here (3 ms: 760);

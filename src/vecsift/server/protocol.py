@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from vecsift.errors import is_int
+
 # TEI's error types and the statuses it answers them with.
 STATUS = {"Validation": 422, "Empty": 400, "Tokenizer": 422, "Backend": 424, "Overloaded": 429,
           "Unhealthy": 503, "PayloadTooLarge": 413, "Unauthorized": 401, "NotFound": 404}
@@ -68,14 +70,14 @@ def _inputs(value: Any, field: str, limits: Limits) -> list[Input]:
     """TEI and OpenAI both take str | [str] | [int] | [[int]] (a flat int list is one tokenized input)."""
     if isinstance(value, str):
         inputs: list[Input] = [value]
-    elif isinstance(value, list) and value and all(isinstance(x, int) and not isinstance(x, bool) for x in value):
+    elif isinstance(value, list) and value and all(is_int(x) for x in value):
         inputs = [list(value)]
     elif isinstance(value, list):
         inputs = []
         for index, item in enumerate(value):
             if isinstance(item, str):
                 inputs.append(item)
-            elif isinstance(item, list) and item and all(isinstance(x, int) and not isinstance(x, bool) for x in item):
+            elif isinstance(item, list) and item and all(is_int(x) for x in item):
                 inputs.append(list(item))
             else:
                 raise ApiError("Validation", f"`{field}[{index}]` must be a string or a non-empty list of token ids, "
@@ -94,7 +96,7 @@ def _inputs(value: Any, field: str, limits: Limits) -> list[Input]:
 def _dimensions(value: Any, limits: Limits) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limits.dim:
+    if not is_int(value) or not 0 < value <= limits.dim:
         raise ApiError("Validation", f"`dimensions` must be an integer from 1 to {limits.dim}, got {value!r}",
                        param="dimensions")
     return value

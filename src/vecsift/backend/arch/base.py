@@ -10,6 +10,7 @@ import numpy as np
 from vecsift.backend.driver.base import Driver
 from vecsift.backend.token_batch import TokenBatch
 from vecsift.errors import ModelLoadError
+from vecsift.models.arch_config import ArchConfig
 from vecsift.models.config import ModelFiles
 from vecsift.models.weights import SafetensorsWeights
 
@@ -23,15 +24,25 @@ class ModelArch(ABC):
     #: family label shown by ``vecsift info``
     family: str = "arch"
 
-    def __init__(self, files: ModelFiles, *, dim: int, vocab_size: int, max_positions: int) -> None:
+    def __init__(self, files: ModelFiles, config: ArchConfig) -> None:
         self.files = files
+        self.config = config
         self.pooling = files.pooling
-        #: width of the output vectors
-        self.dim = dim
-        #: token ids must be below this
-        self.vocab_size = vocab_size
-        #: longest input the model accepts (its position limit)
-        self.max_positions = max_positions
+
+    @property
+    def dim(self) -> int:
+        """Width of the output vectors."""
+        return self.config.hidden
+
+    @property
+    def vocab_size(self) -> int:
+        """Token ids must be below this."""
+        return self.config.vocab_size
+
+    @property
+    def max_positions(self) -> int:
+        """Longest input the model accepts (its position limit, from the config alone)."""
+        return self.config.max_positions
 
     @abstractmethod
     def hidden_states(self, driver: Driver[Any], batch: TokenBatch) -> Any:

@@ -4,6 +4,11 @@ An architecture (ClassicBert, ModernBERT) is written once as a sequence of these
 calls; each driver (NumPy on the CPU, torch on CPU or CUDA) implements them on
 its own tensor type. Inputs arrive unpadded (:class:`TokenBatch`): activations
 are ``(total_tokens, features)`` and attention runs within each input.
+
+A trailing ``_`` (``add_``, ``layer_norm_``, ``gelu_``, ``rope_``) means: the input may be overwritten
+and must not be used afterwards; the result is what the call returns. A driver may write in place (NumPy
+does, saving memory traffic) or return a new tensor (torch's fused kernels do); callers never rely on
+either, only on the returned value.
 """
 
 from __future__ import annotations
@@ -69,7 +74,7 @@ class Driver(ABC, Generic[Tensor]):
 
     @abstractmethod
     def add_(self, x: Tensor, y: Tensor) -> Tensor:
-        """``x += y`` in place; returns ``x``."""
+        """``x + y``; ``x`` may be overwritten (see the trailing ``_`` rule above)."""
 
     @abstractmethod
     def linear(self, x: Tensor, weight: Tensor, bias: Tensor | None, residual: Tensor | None = None) -> Tensor:
@@ -82,7 +87,7 @@ class Driver(ABC, Generic[Tensor]):
 
     @abstractmethod
     def layer_norm_(self, x: Tensor, weight: Tensor, bias: Tensor | None, eps: float) -> Tensor:
-        """Layer normalization over the last axis, in place where the driver can; returns the result."""
+        """Layer normalization over the last axis (trailing ``_``: ``x`` may be overwritten)."""
 
     def layer_norm(self, x: Tensor, weight: Tensor, bias: Tensor | None, eps: float) -> Tensor:
         """Layer normalization into a new tensor, ``x`` untouched (pre-norm layers keep ``x`` as residual)."""
@@ -90,7 +95,7 @@ class Driver(ABC, Generic[Tensor]):
 
     @abstractmethod
     def gelu_(self, x: Tensor) -> Tensor:
-        """Exact (erf) GELU, in place where the driver can; returns the result."""
+        """Exact (erf) GELU (trailing ``_``: ``x`` may be overwritten)."""
 
     @abstractmethod
     def geglu(self, x: Tensor) -> Tensor:
@@ -98,7 +103,7 @@ class Driver(ABC, Generic[Tensor]):
 
     @abstractmethod
     def rope_(self, x: Tensor, cos: Tensor, sin: Tensor, num_heads: int) -> Tensor:
-        """Rotary position embedding in place, per head, "rotate half" convention.
+        """Rotary position embedding per head, "rotate half" convention (trailing ``_``: ``x`` may be overwritten).
 
         ``cos``/``sin`` are ``(total_tokens, head_dim / 2)``, already gathered for each token's position.
         """

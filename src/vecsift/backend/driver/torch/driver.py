@@ -19,11 +19,10 @@ import torch.nn.functional as F
 from vecsift.backend.driver.base import Driver
 from vecsift.backend.driver.torch import ops
 from vecsift.backend.driver.torch.attention import choose_attention
+from vecsift.backend.precision import check_supported
 from vecsift.backend.token_batch import TokenBatch
 from vecsift.errors import BackendError
 
-#: device → precisions this driver runs there
-PRECISIONS = {"cpu": ("fp32", "bf16", "int8"), "cuda": ("fp32", "bf16", "fp16")}
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": ops.INT8_ACTIVATIONS}
 #: tokens per CPU forward call: the GEMM outputs of ~2k tokens stay in cache (at 8k, FFN GEMMs lose ~20%)
 _CPU_BATCH_TOKENS = 2048
@@ -34,13 +33,9 @@ class TorchDriver(Driver[torch.Tensor]):
 
     def __init__(self, device: str = "cpu", precision: str = "fp32", int8_kernel: str | None = None) -> None:
         kind = torch.device(device).type
-        if kind not in PRECISIONS:
-            raise BackendError(f"TorchDriver runs on {sorted(PRECISIONS)}, not {device!r}")
-        if precision not in PRECISIONS[kind]:
-            raise BackendError(
-                f"precision {precision!r} is not supported on {kind} by the torch driver; "
-                f"supported: {', '.join(f'{k}: {list(v)}' for k, v in PRECISIONS.items())}"
-            )
+        if kind not in ("cpu", "cuda"):
+            raise BackendError(f"TorchDriver runs on cpu or cuda, not {device!r}")
+        check_supported(kind, "torch", precision)
         self.int8_kernel = _int8_kernel(int8_kernel) if precision == "int8" else None
         if kind == "cuda" and not torch.cuda.is_available():
             raise BackendError("torch sees no CUDA device (torch.cuda.is_available() is False)")

@@ -1,4 +1,4 @@
-"""The benchmark corpus: real source code read from disk (the running interpreter's stdlib)."""
+"""Real source code to measure and test on, everywhere vecsift runs: the running interpreter's stdlib."""
 
 from __future__ import annotations
 
@@ -17,4 +17,4 @@ def stdlib_chunks(count: int, lines_per_chunk: int = 40) -> list[str]:
         chunks.extend(body for _, _, body in chunk_lines(text, lines_per_chunk) if body.strip())
         if len(chunks) >= count:
             return chunks[:count]
-    raise SystemExit(f"only {len(chunks)} chunks of source found under {root}")
+    raise ValueError(f"only {len(chunks)} chunks of source found under {root}, {count} asked for")
