@@ -14,11 +14,12 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 # Nor write into the user's cache (precision="auto" keeps its decisions there): a fresh one per session.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="vecsift-test-cache-")
-atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
 
 from references import write_pooling
 from vecsift import load_backend, load_tokenizer
 from vecsift.models import bundled_model_dir
+
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
 
 
 @pytest.fixture(scope="session")

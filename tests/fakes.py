@@ -17,7 +17,10 @@ class FakeBackend(EmbedBackend):
 
     def __init__(self, dim: int = 8, *, gpu: bool = False, delay: float = 0.0, fail_on_id: int | None = None,
                  error: BaseException | None = None):
-        self.dim, self.gpu, self.delay, self.fail_on_id = dim, gpu, delay, fail_on_id
+        self.width = dim
+        self.gpu = gpu
+        self.delay = delay
+        self.fail_on_id = fail_on_id
         self.error = error or BackendError("injected failure")
         self.calls: list[tuple[int, int]] = []  # (thread id, batch size)
         self.clones = 0
@@ -26,12 +29,12 @@ class FakeBackend(EmbedBackend):
         self.calls.append((threading.get_ident(), len(encodings)))
         if self.delay:
             time.sleep(self.delay)
-        out = np.empty((len(encodings), self.dim), dtype=np.float32)
+        out = np.empty((len(encodings), self.width), dtype=np.float32)
         for row, e in enumerate(encodings):
             if self.fail_on_id is not None and self.fail_on_id in e.input_ids:
                 raise self.error
             seed = int(e.input_ids.sum()) * 31 + len(e)
-            v = np.random.default_rng(seed).standard_normal(self.dim).astype(np.float32)
+            v = np.random.default_rng(seed).standard_normal(self.width).astype(np.float32)
             out[row] = v / np.linalg.norm(v)
         return out
 
@@ -42,12 +45,15 @@ class FakeBackend(EmbedBackend):
         if self.gpu:
             raise BackendError("cannot clone")
         self.clones += 1
-        clone = FakeBackend(self.dim, gpu=self.gpu, delay=self.delay, fail_on_id=self.fail_on_id, error=self.error)
+        clone = FakeBackend(self.width, gpu=self.gpu, delay=self.delay, fail_on_id=self.fail_on_id, error=self.error)
         clone.calls = self.calls  # shared log (list.append is atomic)
         return clone
 
     def is_gpu(self) -> bool:
         return self.gpu
+
+    def dim(self) -> int:
+        return self.width
 
 
 def encodings_of_lengths(lengths: Sequence[int], offset: int = 1000) -> list[Encoding]:

@@ -23,6 +23,7 @@ def sentence_transformer(bundled_dir):
     return SentenceTransformer(str(bundled_dir), device="cpu")
 
 
+@pytest.mark.slow
 def test_bundled_model_matches_sentence_transformers(backend, tokenizer, sentence_transformer):
     texts = varied_texts(220)
     assert len(texts) >= 200

@@ -56,6 +56,7 @@ def no_partial_folders(parent: Path) -> bool:
     return not [p for p in parent.iterdir() if p.name.endswith(".partial")]
 
 
+@pytest.mark.slow
 def test_cli_vectors_equal_embedder_for_jsonl_and_parquet(tmp_path, reference, capsys):
     texts = corpus(2500)
     half = len(texts) // 2
@@ -227,6 +228,7 @@ def ray_processes() -> set[int]:
     return {int(pid) for pid in found}
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_the_job_shuts_its_cluster_down_and_writes_nothing(tmp_path):
     with open(tmp_path / "big.jsonl", "w") as handle:
         for i in range(40_000):

@@ -58,6 +58,7 @@ def test_names_and_contract(torch_fp32):
     assert torch_fp32.embed_batch([]).shape == (0, 384)
 
 
+@pytest.mark.slow
 def test_fp32_matches_sentence_transformers_and_numpy(torch_fp32, tokenizer, fp32_reference, bundled_dir):
     from sentence_transformers import SentenceTransformer
 
@@ -84,6 +85,7 @@ def test_bf16_stays_close_to_fp32(tokenizer, fp32_reference):
     assert cosines.min() >= 0.996 and cosines.mean() >= 0.999
 
 
+@pytest.mark.slow
 def test_int8_keeps_retrieval_quality(backend, tokenizer, fp32_reference):
     from vecsift.stdlib_corpus import stdlib_chunks
 

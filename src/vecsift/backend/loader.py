@@ -61,11 +61,9 @@ def _pick_driver(kind: str, driver: str | None, precision: str, device: str) -> 
     name = driver or default_driver(kind, precision)
     if (kind, name, precision) == ("cpu", "numpy", "fp32") and device in ("auto", "cpu"):
         return NumpyDriver()  # decided without importing torch
-    if name not in DRIVERS:
-        raise BackendError(f"unknown driver {name!r}; choose one of {list(DRIVERS)}")
-    if name == "torch" and not torch_installed():
-        raise BackendError(f"no driver {name!r} for kind {kind!r} (install the torch extra: "
-                           "pip install 'vecsift[torch]')")
+    if name not in DRIVERS or (name == "torch" and not torch_installed()):
+        hint = " (install the torch extra: pip install 'vecsift[torch]')" if name == "torch" else ""
+        raise BackendError(f"no driver {name!r} for kind {kind!r}{hint}; drivers: {list(DRIVERS)}")
     check_supported(kind, name, precision)
     if name == "numpy":
         if device not in ("auto", "cpu"):

@@ -53,8 +53,7 @@ def check_name(precision: str, allow_auto: bool = True) -> str:
 
 def check_supported(kind: str, driver: str, precision: str) -> None:
     """The one check of a (kind, driver, precision) combination: a :class:`BackendError` that lists what is
-    supported when it is not."""
-    check_name(precision, allow_auto=False)
+    supported when it is not (an unknown name included)."""
     if precision not in SUPPORT.get((kind, driver), ()):
         combos = ", ".join(f"{k}/{d}: {list(p)}" for (k, d), p in SUPPORT.items())
         raise BackendError(f"precision {precision!r} is not supported by the {driver} driver on {kind}; "
