@@ -78,3 +78,19 @@ def test_long_texts_are_cut_before_tokenizing_and_give_the_full_texts_tokens(tok
         assert got.input_ids.tolist() == whole.ids and len(got) == limit
     if name in ("source", "blank runs"):
         assert cuts and max(cuts) < len(text) // 10  # really cut
+
+
+def test_plain_ascii_path_gives_the_full_tokenizers_ids(tokenizer):
+    """Printable ASCII skips BERT's normalizer (lowercased here instead); anything else goes through it. Either
+    way the ids are the full tokenizer's, in input order, whatever the mix in one call."""
+    from texts import varied_texts
+
+    texts = [*varied_texts(300, seed=3), "HELLO World CamelCase", "tab\tnew\nline\rcr", "form\x0cfeed",
+             "vertical\x0btab", "escape \x1b[31mred\x1b[0m", "del\x7f", "nul\x00byte", "café", "ÀÉÎ upper"]
+    for direction in ("right", "left"):
+        full = tokenizer._configured(64, direction)
+        got = tokenizer.encode(texts, max_tokens=64, direction=direction)
+        want = full.encode_batch(texts)
+        assert [e.input_ids.tolist() for e in got] == [w.ids for w in want]
+        assert [e.token_type_ids.tolist() for e in got] == [w.type_ids for w in want]
+        assert all(e.attention_mask.all() and not e.input_ids.flags.writeable for e in got)
