@@ -256,3 +256,35 @@ def test_stdin_to_stdout_is_incremental(tmp_path):
         assert process.wait(timeout=60) == 0
     finally:
         process.kill()
+
+
+@pytest.mark.parametrize("delay", [0.1, 0.3, 0.6, 1.5])
+@pytest.mark.parametrize(("signum", "status", "word"), [(2, 130, "interrupted"), (15, 143, "terminated")])
+def test_a_signal_at_any_moment_is_one_line_and_a_clean_exit(tmp_path, delay, signum, status, word):
+    """While the interpreter imports the engine (numpy, tokenizers, torch), loads the model or embeds: the
+    same single line, the same status, no traceback, no output file."""
+    import time
+
+    out = tmp_path / "vectors.npy"
+    process = subprocess.Popen([sys.executable, "-m", "vecsift", "embed", "--no-progress", "-o", str(out)],
+                               stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdin.write("one line\n")
+    process.stdin.flush()  # stdin stays open: the run cannot finish on its own
+    time.sleep(delay)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)  # a hang guard, not a timing assertion
+    assert process.returncode == status, stderr
+    assert f"vecsift: {word}" in stderr and "Traceback" not in stderr and "terminate called" not in stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_summary_counts_truncated_texts_and_invalid_utf8_names_its_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"short\n" + b"word " * 400 + b"\nalso short\n")))
+    assert main(["embed", "--no-progress", "--driver", "numpy", "-o", str(tmp_path / "v.npy")]) == 0
+    assert "1 texts truncated at 256 tokens" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"fine\nbad \xff byte\n")))
+    assert main(["embed", "--no-progress", "--driver", "numpy"]) == 1
+    assert "<stdin>:2: not valid UTF-8 (byte 5 of the line)" in capsys.readouterr().err
+    (tmp_path / "in.jsonl").write_bytes(b'{"text": "ok"}\n{"text": "\xc3("}\n')
+    assert main(["embed", "--no-progress", "--driver", "numpy", "--jsonl", str(tmp_path / "in.jsonl")]) == 1
+    assert "in.jsonl:2: not valid UTF-8" in capsys.readouterr().err

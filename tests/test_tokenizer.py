@@ -94,3 +94,13 @@ def test_plain_ascii_path_gives_the_full_tokenizers_ids(tokenizer):
         assert [e.input_ids.tolist() for e in got] == [w.ids for w in want]
         assert [e.token_type_ids.tolist() for e in got] == [w.type_ids for w in want]
         assert all(e.attention_mask.all() and not e.input_ids.flags.writeable for e in got)
+
+
+def test_encodings_say_whether_truncation_cut_them(tokenizer):
+    exact, over, short = tokenizer.encode(["word " * 254, "word " * 255, "short"])  # 254 words + 2 specials = 256
+    assert (len(exact), exact.truncated) == (256, False)
+    assert (len(over), over.truncated) == (256, True)
+    assert short.truncated is False
+    huge = tokenizer.encode(["word " * 100_000], max_tokens=16)[0]  # cut before tokenizing
+    assert len(huge) == 16 and huge.truncated
+    assert Encoding.from_ids([101, 102]).truncated is False

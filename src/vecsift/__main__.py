@@ -1,5 +1,5 @@
 import sys
 
-from vecsift.cli.main import main
+from vecsift.cli.entry import main
 
 sys.exit(main())

@@ -36,6 +36,8 @@ class Encoding:
     input_ids: np.ndarray
     attention_mask: np.ndarray
     token_type_ids: np.ndarray
+    #: the tokenizer cut the text at the truncation limit (reported, never an error)
+    truncated: bool = False
 
     def __post_init__(self) -> None:
         arrays = {name: _as_int64_vector(name, getattr(self, name)) for name in _FIELDS}
@@ -60,13 +62,15 @@ class Encoding:
             object.__setattr__(self, name, array)
 
     @classmethod
-    def trusted(cls, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray) -> Encoding:
+    def trusted(cls, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray,
+                truncated: bool = False) -> Encoding:
         """An encoding of read-only int64 arrays that are valid by construction (vecsift's tokenizer makes
         them), without the checks: they cost more than tokenizing a short text."""
         encoding = object.__new__(cls)
         object.__setattr__(encoding, "input_ids", input_ids)
         object.__setattr__(encoding, "attention_mask", attention_mask)
         object.__setattr__(encoding, "token_type_ids", token_type_ids)
+        object.__setattr__(encoding, "truncated", truncated)
         return encoding
 
     @classmethod

@@ -100,12 +100,15 @@ class Tokenizer:
         bound = limit * _CHARS_PER_TOKEN_BOUND
         shortened = [_shortened(text, bound, direction) if len(text) > bound else text for text in texts]
         raw = self._encode_batch(shortened, limit, direction)
+        truncated = []
         for index, (text, short) in enumerate(zip(texts, shortened, strict=True)):
             if short is not text and len(raw[index].ids) < limit:  # the cut left fewer tokens than the limit
                 raw[index] = self._encode_batch([text], limit, direction)[0]
-        return self._encodings(raw)
+            # at the limit: cut texts always lost tokens; others did when the tokenizer kept an overflow
+            truncated.append(len(raw[index].ids) == limit and (short is not text or bool(raw[index].overflowing)))
+        return self._encodings(raw, truncated)
 
-    def _encodings(self, raw: list) -> list[Encoding]:
+    def _encodings(self, raw: list, truncated: list[bool]) -> list[Encoding]:
         """The tokenizer's output as Encodings without a NumPy call per text: every text's ids land in one
         flat array and each Encoding views its slice (mask and token types view shared read-only arrays of
         ones and zeros: no padding, single texts). Tokenizer output needs no validation."""
@@ -123,8 +126,8 @@ class Tokenizer:
         for array in (ids, ones, types if self._zero_types else flat_types):
             array.setflags(write=False)
         ends = np.cumsum(lengths).tolist()
-        return [Encoding.trusted(ids[end - n : end], ones[:n], type_row)
-                for end, n, type_row in zip(ends, lengths.tolist(), type_rows, strict=True)]
+        return [Encoding.trusted(ids[end - n : end], ones[:n], type_row, cut)
+                for end, n, type_row, cut in zip(ends, lengths.tolist(), type_rows, truncated, strict=True)]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """How many tokens each text has before truncation (special tokens included)."""

@@ -1,5 +1,1 @@
-"""The ``vecsift`` command line."""
-
-from vecsift.cli.main import main
-
-__all__ = ["main"]
+"""The ``vecsift`` command line: ``entry.main`` is the command, ``main.main`` its body."""

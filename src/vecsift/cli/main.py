@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from vecsift import __version__
+from vecsift.cli.entry import Terminated, _terminate
 from vecsift.cli.options import add_engine_options, positive_int, token_limit
 from vecsift.cli.output import FORMATS, check_output_folder, infer_format, open_writer
 from vecsift.cli.ray_embed import add_ray_options, check_ray_arguments, run_ray_embed
@@ -106,7 +107,8 @@ def _embed(args: argparse.Namespace) -> int:
     elapsed = max(time.perf_counter() - started, 1e-9)
     written = writer.paths
     print(
-        f"vecsift: embedded {writer.rows} texts ({stream.tokens} tokens, truncated at {embedder.max_tokens}) "
+        f"vecsift: embedded {writer.rows} texts ({stream.tokens} tokens; {stream.truncated} texts truncated at "
+        f"{embedder.max_tokens} tokens) "
         f"with {args.model} on {', '.join(b.name() for b in embedder.backends)} in {elapsed:.2f} s: "
         f"{writer.rows / elapsed:.1f} texts/s, {stream.tokens / elapsed:.0f} tokens/s; "
         f"dim {embedder.dim}; {len(skipped.entries)} files skipped"
@@ -130,14 +132,6 @@ def _info(args: argparse.Namespace) -> int:
         for key, value in facts.items():
             print(f"{key:<{width}}  {value}")
     return 0
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where SIGINT raises KeyboardInterrupt, so that the same clean-up runs."""
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -47,6 +47,7 @@ class _Stages:
         self.pulled = 0
         self.yielded = 0
         self.max_in_flight = 0
+        self.truncated = 0  # texts the tokenizer cut at the limit
         self.texts = texts
         self.backends = backends
         self.tokenizer = tokenizer
@@ -95,6 +96,7 @@ class _Stages:
             nonlocal tokenized
             if pending:
                 encodings = self.tokenizer.encode(pending, max_tokens=self.max_tokens)
+                self.truncated += sum(e.truncated for e in encodings)
                 for unit in length_sorted_units(encodings, self.batch_size, first_index=tokenized):
                     self.work.put(unit)
                 tokenized += len(pending)
@@ -181,8 +183,9 @@ class EmbeddingStream(Iterator[np.ndarray]):
     """Iterator of ``(dim,)`` float32 unit vectors, one per input text, in order.
 
     ``pulled``, ``yielded``, ``max_in_flight`` (the most texts ever pulled but not
-    yet yielded) and ``tokens`` tell how far it got. Closing it early, leaving its
-    ``with`` block, dropping it, or an error in any stage stops every thread.
+    yet yielded), ``tokens`` and ``truncated`` (texts cut at the limit) tell how far
+    it got. Closing it early, leaving its ``with`` block, dropping it, or an error in
+    any stage stops every thread.
     """
 
     def __init__(self, texts: Iterable[str], backends: list[EmbedBackend], tokenizer: Tokenizer, batch_size: int,
@@ -194,6 +197,7 @@ class EmbeddingStream(Iterator[np.ndarray]):
     pulled = property(lambda self: self._stages.pulled)
     yielded = property(lambda self: self._stages.yielded)
     max_in_flight = property(lambda self: self._stages.max_in_flight)
+    truncated = property(lambda self: self._stages.truncated)
 
     @property
     def tokens(self) -> int:
