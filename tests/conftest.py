@@ -15,6 +15,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 # Nor write into the user's cache (precision="auto" keeps its decisions there): a fresh one per session.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="vecsift-test-cache-")
 
+from processes import gone, ray_processes
 from references import write_pooling
 from vecsift import load_backend, load_tokenizer
 from vecsift.models import bundled_model_dir
@@ -110,8 +111,11 @@ def ray_cluster_session():
     """One local Ray cluster for the whole test session (2 CPUs, a bounded object store), always shut down."""
     import ray
 
+    before = ray_processes()
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, logging_level="WARNING")
+    started = ray_processes() - before
     try:
         yield ray
     finally:
         ray.shutdown()
+    assert started and gone(started), f"Ray processes left running after the session: {started & ray_processes()}"

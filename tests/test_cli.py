@@ -166,10 +166,12 @@ def test_embed_walks_like_search_and_counts_what_it_skips(tree, tmp_path, capsys
 def test_a_binary_file_named_explicitly_is_skipped_with_a_warning(tree, tmp_path, capsys):
     (tree / "program").write_bytes(b"\x7fELF\x00\x01")
     out = tmp_path / "vectors.jsonl"
-    assert main(["embed", str(tree / "program"), str(tree / "pkg" / "a.py"), "-o", str(out), "--no-progress",
-                 "-v"]) == 0
-    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == [str(tree / "pkg" / "a.py")]
-    assert f"skipped {tree / 'program'}: binary (NUL byte)" in capsys.readouterr().err
+    assert main(["embed", str(tree / "program"), str(tree / "pkg" / "a.py"), str(tree), "-o", str(out),
+                 "--no-progress"]) == 0  # no -v: a file named on the command line is reported all the same
+    assert str(tree / "pkg" / "a.py") in [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    err = capsys.readouterr().err
+    assert f"skipped {tree / 'program'}: binary (NUL byte)" in err
+    assert "blob.bin" not in err  # what a walked directory skips is listed with -v only
 
 
 def test_version(capsys):

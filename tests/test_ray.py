@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from processes import gone, ray_processes
 from texts import varied_texts
 from vecsift import Embedder
 from vecsift.cli.main import main
@@ -223,11 +224,6 @@ def test_unreachable_address_is_refused_before_ray_waits_on_it(monkeypatch):
         pass
 
 
-def ray_processes() -> set[int]:
-    found = subprocess.run(["pgrep", "-f", "raylet|gcs_server"], capture_output=True, text=True).stdout.split()
-    return {int(pid) for pid in found}
-
-
 @pytest.mark.slow
 def test_ctrl_c_stops_the_job_shuts_its_cluster_down_and_writes_nothing(tmp_path):
     with open(tmp_path / "big.jsonl", "w") as handle:
@@ -252,7 +248,4 @@ def test_ctrl_c_stops_the_job_shuts_its_cluster_down_and_writes_nothing(tmp_path
     assert "vecsift: interrupted; no output was written" in err
     assert "Traceback" not in err
     assert not out.exists() and no_partial_folders(tmp_path)
-    deadline = time.monotonic() + 30
-    while ray_processes() - before and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not ray_processes() - before
+    assert gone(ray_processes() - before)

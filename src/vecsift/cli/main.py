@@ -115,8 +115,9 @@ def _embed(args: argparse.Namespace) -> int:
         + (f"; wrote {', '.join(written)}" if written else ""),
         file=sys.stderr,
     )
-    if args.verbose:
-        for path, reason in skipped.entries:
+    named = {str(Path(p)) for p in args.inputs}
+    for path, reason in skipped.entries:  # a file named on the command line is always reported; others with -v
+        if args.verbose or path in named:
             print(f"vecsift: skipped {path}: {reason}", file=sys.stderr)
     return 0
 
