@@ -26,8 +26,8 @@ def _exact_gelu(family: str, key: str, config: dict[str, Any]) -> None:
 
 
 @dataclass(frozen=True)
-class ClassicBertConfig:
-    """BERT-family encoders: learned absolute positions and token types, post-LayerNorm, exact GELU."""
+class EncoderShape:
+    """What every supported encoder's config says about its size."""
 
     hidden: int
     heads: int
@@ -36,6 +36,12 @@ class ClassicBertConfig:
     vocab_size: int
     #: the position limit: longest input the model accepts
     max_positions: int
+
+
+@dataclass(frozen=True)
+class ClassicBertConfig(EncoderShape):
+    """BERT-family encoders: learned absolute positions and token types, post-LayerNorm, exact GELU."""
+
     type_vocab_size: int
     eps: float
 
@@ -59,18 +65,12 @@ class ClassicBertConfig:
 
 
 @dataclass(frozen=True)
-class ModernBertConfig:
+class ModernBertConfig(EncoderShape):
     """ModernBERT: RoPE (a theta per layer kind), alternating global and sliding-window layers, GeGLU,
     pre-norm blocks, optional biases. Reads both config formats in the wild: the original
     (``global_rope_theta``, ``local_rope_theta``, ``global_attn_every_n_layers``) and the one
     transformers ≥ 5 writes (``layer_types``, ``rope_parameters``)."""
 
-    hidden: int
-    heads: int
-    layers: int
-    intermediate: int
-    vocab_size: int
-    max_positions: int
     #: each sliding-window layer attends to ±window positions (half of ``local_attention``)
     window: int
     eps: float
