@@ -260,11 +260,12 @@ def test_stdin_to_stdout_is_incremental(tmp_path):
         process.kill()
 
 
-@pytest.mark.parametrize("delay", [0.1, 0.3, 0.6, 1.5])
+@pytest.mark.parametrize("delay", [0.05, 0.2, 0.35, 0.5, 0.7, 1.0, 1.5, 3.0])
 @pytest.mark.parametrize(("signum", "status", "word"), [(2, 130, "interrupted"), (15, 143, "terminated")])
 def test_a_signal_at_any_moment_is_one_line_and_a_clean_exit(tmp_path, delay, signum, status, word):
     """While the interpreter imports the engine (numpy, tokenizers, torch), loads the model or embeds: the
-    same single line, the same status, no traceback, no output file."""
+    same single line, the same status, no traceback, no abort (a signal handled inside torch's import used to
+    end in ``terminate called ... pybind11::error_already_set``, exit 134), no output file."""
     import time
 
     out = tmp_path / "vectors.npy"

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import signal
+import sys
+import threading
 import warnings
+from types import ModuleType
 
 from vecsift.backend.arch import ARCHITECTURES
 from vecsift.backend.contract import EmbedBackend
@@ -29,6 +33,23 @@ def torch_installed() -> bool:
         return importlib.util.find_spec("torch") is not None
     except (ImportError, ValueError):
         return False
+
+
+def import_torch() -> ModuleType:
+    """torch, imported with SIGINT and SIGTERM held back until the import is done. A signal handled inside
+    torch's native import code raises KeyboardInterrupt through C++ and aborts the interpreter
+    (``terminate called ... pybind11::error_already_set``, exit 134); held back, it arrives a moment later
+    as an ordinary KeyboardInterrupt, and the command exits 130 or 143 as at any other moment."""
+    if "torch" in sys.modules or threading.current_thread() is not threading.main_thread():
+        import torch
+
+        return torch
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        import torch
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    return torch
 
 
 def supported() -> dict[tuple[str, str], tuple[str, ...]]:
@@ -69,6 +90,7 @@ def _pick_driver(kind: str, driver: str | None, precision: str, device: str) -> 
         if device not in ("auto", "cpu"):
             raise BackendError(f"device {device!r} is not available for kind {kind!r}; use 'auto' or 'cpu'")
         return NumpyDriver()
+    import_torch()
     from vecsift.backend.driver.torch import TorchDriver
 
     target = device if device != "auto" else kind
@@ -78,8 +100,7 @@ def _pick_driver(kind: str, driver: str | None, precision: str, device: str) -> 
 
 
 def torch_device_type(device: str) -> str:
-    import torch
-
+    torch = import_torch()
     try:
         return torch.device(device).type
     except RuntimeError as err:
@@ -135,9 +156,7 @@ def cuda_available() -> bool:
     """Whether torch is installed and sees a CUDA device (torch is imported only if installed)."""
     if not torch_installed():
         return False
-    import torch
-
-    return bool(torch.cuda.is_available())
+    return bool(import_torch().cuda.is_available())
 
 
 def detect_backends(model: str = DEFAULT_MODEL, precision: str | None = None) -> list[EmbedBackend]:
