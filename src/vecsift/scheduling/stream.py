@@ -104,8 +104,8 @@ class _Stages:
 
         try:
             while not self.state.stopped.is_set():
-                try:
-                    text = self.inbox.get(timeout=IDLE_FLUSH_SECONDS)
+                try:  # nothing pending: wait as long as any stage polls its stop flag
+                    text = self.inbox.get(timeout=IDLE_FLUSH_SECONDS if pending else POLL_SECONDS)
                 except queue.Empty:
                     flush()
                     continue
