@@ -140,7 +140,7 @@ def main() -> None:
 
     peaks = gemm_peak_gflops(default_workers())
     arch = embedder.backends[0].arch
-    per_token = flops_per_token(arch.dim, int(arch.files.config["intermediate_size"]), arch.num_layers,
+    per_token = flops_per_token(arch.config.hidden, arch.config.intermediate, arch.config.layers,
                                 float(np.mean(lengths)))
     roofline = {precision: peak * 1e9 / per_token for precision, peak in peaks.items()}
     anchor_median = statistics.median(runs["sentence-transformers fp32"])

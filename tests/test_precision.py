@@ -78,6 +78,12 @@ def test_auto_on_this_machine_runs_the_real_probe_and_reports_it(fresh_cache, ca
     assert embedder.backends[0].driver.precision() == "bf16"
 
 
+def test_auto_with_the_numpy_driver_is_fp32():
+    backend = load_backend("cpu", "all-MiniLM-L6-v2", driver="numpy", precision="auto")
+    assert backend.driver.precision() == "fp32"
+    assert backend.describe()["precision_choice"] == "auto: the NumPy driver runs fp32 only"
+
+
 def test_one_table_says_which_driver_runs_which_precision():
     check_supported("cpu", "torch", "int8")
     with pytest.raises(BackendError, match=r"precision 'fp16' is not supported by the torch driver on cpu"):

@@ -53,6 +53,12 @@ def read_output(folder: Path) -> pa.Table:
     return pq.read_table(folder)
 
 
+def current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def no_partial_folders(parent: Path) -> bool:
     return not [p for p in parent.iterdir() if p.name.endswith(".partial")]
 
@@ -75,6 +81,7 @@ def test_cli_vectors_equal_embedder_for_jsonl_and_parquet(tmp_path, reference, c
     assert f"embedded {len(texts)} texts" in capsys.readouterr().err
 
     table = read_output(out)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~current_umask()  # not mkdtemp's private 0700
     assert table.schema.field("embedding").type == pa.list_(pa.float32(), 384)
     assert table.schema.field("id").type == pa.string()
     ids = table.column("id").to_pylist()

@@ -8,6 +8,7 @@ are replaced: no padding, truncation at min(requested, sentence-transformers'
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Sequence
@@ -165,8 +166,6 @@ def _is_plain(text: str) -> bool:
 
 def _bert_normalizer_lowercases(tokenizer_json: str) -> bool | None:
     """Whether the tokenizer's normalizer is BERT's alone, and if so whether it lowercases (None otherwise)."""
-    import json
-
     normalizer = json.loads(tokenizer_json).get("normalizer") or {}
     if normalizer.get("type") != "BertNormalizer":
         return None

@@ -126,7 +126,7 @@ def load_backend(
     config = arch_config(files)  # an unsupported model_type or a bad config fails before the weights are read
     choice = None
     if precision == AUTO:
-        choice = auto_precision(kind, model, files)
+        choice = auto_precision(kind, model, files, driver)
         precision = choice.precision
     chosen = _pick_driver(kind, driver, precision, device)
     weights = SafetensorsWeights(files.weights_path)
@@ -134,9 +134,13 @@ def load_backend(
     return GenericBackend(chosen, arch, chosen.is_gpu, weights, precision_choice=choice)
 
 
-def auto_precision(kind: str, model: str, files: ModelFiles | None = None) -> PrecisionChoice:
-    """What ``precision="auto"`` runs ``model`` in on ``kind`` here (probed once per machine and model)."""
+def auto_precision(kind: str, model: str, files: ModelFiles | None = None,
+                   driver: str | None = None) -> PrecisionChoice:
+    """What ``precision="auto"`` runs ``model`` in on ``kind`` (with ``driver``, when one is asked for) here,
+    probed once per machine and model."""
     kind = resolve_kind(kind)
+    if driver == "numpy":
+        return PrecisionChoice("fp32", "the NumPy driver runs fp32 only")
     files = files or load_model_files(model)
     weights = files.weights_path.stat()
     model_key = f"{files.directory}|{weights.st_size}|{weights.st_mtime_ns}"

@@ -7,6 +7,7 @@ when the whole dataset is written, so a failed or interrupted job never leaves a
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -74,6 +75,9 @@ def run_embed_job(job: EmbedJob, plan: ActorPlan) -> JobReport:
     logging.getLogger("ray.data").setLevel(logging.INFO if job.progress else logging.WARNING)
     started = time.perf_counter()
     partial = Path(tempfile.mkdtemp(prefix=f".{job.output.name}.", suffix=".partial", dir=job.output.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    partial.chmod(0o777 & ~umask)  # mkdtemp makes 0700: the finished folder should not be private
     try:
         records = read_records(files, job.field, job.id_field)
         embedded = embed_dataset(records, job.model, kind=job.kind, driver=job.driver, precision=job.precision,

@@ -107,7 +107,8 @@ class Index:
         prompts = read_prompts(files.directory)
         self.query_prompt = prompts.query if query_prompt is None else query_prompt
         self.document_prompt = prompts.document if document_prompt is None else document_prompt
-        self.precision = auto_precision("cpu", model).precision if precision == AUTO else check_name(precision)
+        self.precision = (auto_precision("cpu", model, driver=driver).precision if precision == AUTO
+                          else check_name(precision))
         self.driver = driver
         self.workers = workers
         self.batch_size = batch_size
