@@ -80,16 +80,14 @@ def embed_dataset(
     embedding_column: str = "embedding",
     id_column: str | None = "id",
     kind: str = "cpu",
-    driver: str | None = None,
-    precision: str = "fp32",
-    batch_size: int = 32,
-    max_tokens: int | None = None,
     plan: ActorPlan | None = None,
+    **engine: Any,
 ) -> Dataset:
-    """``dataset`` with ``embedding_column`` added (``fixed_size_list<float32>[dim]``), lazily, as Ray Data does."""
+    """``dataset`` with ``embedding_column`` added (``fixed_size_list<float32>[dim]``), lazily, as Ray Data does.
+    ``engine``: :class:`vecsift.Embedder`'s other options (``driver``, ``precision``, ``batch_size``,
+    ``max_tokens``); the plan decides ``workers``."""
     plan = plan or plan_actors(kind)
-    engine = {"model": model, "text_column": text_column, "embedding_column": embedding_column,
-              "id_column": id_column, "kind": kind, "driver": driver, "precision": precision,
-              "batch_size": batch_size, "workers": plan.workers, "max_tokens": max_tokens}
-    return dataset.map_batches(EmbedBatches, fn_constructor_kwargs=engine, batch_format="pyarrow",
+    options = {"model": model, "text_column": text_column, "embedding_column": embedding_column,
+               "id_column": id_column, "kind": kind, "workers": plan.workers, **engine}
+    return dataset.map_batches(EmbedBatches, fn_constructor_kwargs=options, batch_format="pyarrow",
                                **plan.map_batches_options())

@@ -31,7 +31,7 @@ class EmbedBatches:
 
     Every input column is carried through (the ids with them). A row whose text is missing or not a string
     fails the job with that row's ``id_column`` value in the message, so a bad row in a large corpus can be
-    found. Engine options are :class:`vecsift.Embedder`'s.
+    found.
     """
 
     def __init__(
@@ -41,15 +41,11 @@ class EmbedBatches:
         text_column: str = "text",
         embedding_column: str = "embedding",
         id_column: str | None = "id",
-        kind: str = "cpu",
-        driver: str | None = None,
-        precision: str = "fp32",
-        batch_size: int = 32,
-        workers: int | None = None,
-        max_tokens: int | None = None,
+        **engine: Any,
     ) -> None:
-        self.embedder = Embedder(model, kind=kind, driver=driver, precision=precision, batch_size=batch_size,
-                                 workers=workers, max_tokens=max_tokens)
+        """``engine``: :class:`vecsift.Embedder`'s options (``kind``, ``driver``, ``precision``, ``batch_size``,
+        ``workers``, ``max_tokens``)."""
+        self.embedder = Embedder(model, **engine)
         self.text_column = text_column
         self.embedding_column = embedding_column
         self.id_column = id_column
