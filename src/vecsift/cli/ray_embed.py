@@ -59,11 +59,11 @@ def run_ray_embed(args: argparse.Namespace) -> int:
     job = EmbedJob(args.inputs, Path(args.output), args.model, field=args.field, id_field=args.id_field,
                    kind=args.kind, driver=args.driver, precision=args.precision, batch_size=args.batch_size,
                    max_tokens=args.max_tokens, progress=not args.no_progress)
-    input_files(job.inputs)  # bad inputs and outputs fail before a cluster starts
+    files = input_files(job.inputs)  # bad inputs and outputs fail before a cluster starts
     check_output_directory(job.output)
     with ray_cluster(args.address):
         plan = plan_actors(job.kind, actors=args.actors, workers=args.workers)
-        report = run_embed_job(job, plan)
+        report = run_embed_job(job, files, plan)
     print(f"vecsift: embedded {report.rows} texts with {args.model} on Ray ({plan.actors} {job.kind} actors) in "
           f"{report.seconds:.2f} s: {report.rows / max(report.seconds, 1e-9):.1f} texts/s; dim {report.dim}; "
           f"wrote {len(report.files)} Parquet files to {job.output}", file=sys.stderr)

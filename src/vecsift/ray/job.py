@@ -25,7 +25,7 @@ from vecsift.errors import BackendError, UsageError, VecsiftError
 from vecsift.models.config import load_model_files
 from vecsift.ray.dataset import ActorPlan, embed_dataset
 from vecsift.ray.embed_batches import embedding_type
-from vecsift.ray.reading import READ_CPUS, ROW_SCHEMA, input_files, read_records
+from vecsift.ray.reading import READ_CPUS, ROW_SCHEMA, read_records
 
 #: how a vecsift error raised inside a Ray task appears in the text of the error Ray hands the driver
 #: (Ray Data re-raises user errors as UserCodeException without the original as its cause)
@@ -66,9 +66,9 @@ def check_output_directory(output: Path) -> None:
                          "of Parquet shards (-o NEW_DIR)")
 
 
-def run_embed_job(job: EmbedJob, plan: ActorPlan) -> JobReport:
-    """Runs ``job`` on the connected cluster; the output appears complete or not at all."""
-    files = input_files(job.inputs)
+def run_embed_job(job: EmbedJob, files: list[Path], plan: ActorPlan) -> JobReport:
+    """Runs ``job`` over ``files`` (:func:`input_files` of its inputs) on the connected cluster; the output
+    appears complete or not at all."""
     check_output_directory(job.output)
     context = DataContext.get_current()
     context.enable_progress_bars = job.progress

@@ -107,7 +107,7 @@ class Index:
         prompts = read_prompts(files.directory)
         self.query_prompt = prompts.query if query_prompt is None else query_prompt
         self.document_prompt = prompts.document if document_prompt is None else document_prompt
-        self.precision = (auto_precision("cpu", model, driver=driver).precision if precision == AUTO
+        self.precision = (auto_precision("cpu", model, files, driver).precision if precision == AUTO
                           else check_name(precision))
         self.driver = driver
         self.workers = workers
