@@ -78,8 +78,11 @@ def test_gpu_backend_cannot_clone(backend):
 
 
 def test_token_id_outside_vocabulary(backend):
-    with pytest.raises(EncodingError, match=r"token id 30522, outside the vocabulary of size 30522"):
+    with pytest.raises(EncodingError, match=r"input 0 holds token id 30522, outside the vocabulary of size 30522"):
         backend.embed_batch([Encoding.from_ids([101, 30522, 102])])
+    with pytest.raises(EncodingError, match=r"input 2 holds token id 40000, outside the vocabulary"):  # checked packed
+        backend.embed_batch([Encoding.from_ids([101, 102]), Encoding.from_ids([101, 7, 102]),
+                             Encoding.from_ids([101, 5, 40000, 102])])
 
 
 def test_token_type_outside_model(backend):
@@ -88,8 +91,10 @@ def test_token_type_outside_model(backend):
 
 
 def test_encoding_longer_than_the_position_limit(backend):
-    with pytest.raises(EncodingError, match="513 tokens, above this model's limit of 512"):
+    with pytest.raises(EncodingError, match="input 0 has 513 tokens, above this model's limit of 512"):
         backend.embed_batch([Encoding.from_ids([100] * 513)])
+    with pytest.raises(EncodingError, match="input 1 has 600 tokens, above this model's limit of 512"):
+        backend.embed_batch([Encoding.from_ids([100] * 5), Encoding.from_ids([100] * 600)])
 
 
 def test_non_encoding_input(backend):

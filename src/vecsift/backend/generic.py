@@ -43,7 +43,9 @@ class GenericBackend(EmbedBackend[TokenBatch, PackBuffers]):
         """Validate and pack ``encodings`` (into the slot's buffers when given), then hand them to the driver."""
         encodings = list(encodings)
         self._check(encodings)
-        return self.driver.upload(TokenBatch.from_encodings(encodings, slot))
+        batch = TokenBatch.from_encodings(encodings, slot)
+        self._check_vocabulary(batch)
+        return self.driver.upload(batch)
 
     def embed_prepared(self, prepared: TokenBatch, normalize: bool = True) -> np.ndarray:
         out = np.empty((prepared.num_inputs, self.arch.dim), dtype=np.float32)
@@ -63,19 +65,29 @@ class GenericBackend(EmbedBackend[TokenBatch, PackBuffers]):
         return self.embed_prepared(self.prepare_batch(encodings), normalize=False)
 
     def _check(self, encodings: list[Encoding]) -> None:
-        for index, encoding in enumerate(encodings):
-            if not isinstance(encoding, Encoding):
-                raise EncodingError(f"input {index} is a {type(encoding).__name__}, not an Encoding")
-            if len(encoding) > self.max_tokens():
-                raise EncodingError(
-                    f"input {index} has {len(encoding)} tokens, above this model's limit of {self.max_tokens()}; "
-                    "tokenize with truncation (load_tokenizer(...).encode truncates for you)"
-                )
-            top = int(encoding.input_ids.max())
-            if top >= self.arch.vocab_size:
-                raise EncodingError(
-                    f"input {index} holds token id {top}, outside the vocabulary of size {self.arch.vocab_size}"
-                )
+        """Types and lengths, in C passes over the list (a GPU's producer thread checks every input)."""
+        if not set(map(type, encodings)) <= {Encoding}:
+            for index, encoding in enumerate(encodings):
+                if not isinstance(encoding, Encoding):
+                    raise EncodingError(f"input {index} is a {type(encoding).__name__}, not an Encoding")
+        lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
+        if len(encodings) and int(lengths.max()) > self.max_tokens():
+            index = int(np.argmax(lengths > self.max_tokens()))
+            raise EncodingError(
+                f"input {index} has {lengths[index]} tokens, above this model's limit of {self.max_tokens()}; "
+                "tokenize with truncation (load_tokenizer(...).encode truncates for you)"
+            )
+
+    def _check_vocabulary(self, batch: TokenBatch) -> None:
+        """Every packed token id inside the vocabulary: one pass over the flat array."""
+        ids = batch.input_ids[: batch.total_tokens]
+        if len(ids) and int(ids.max()) >= self.arch.vocab_size:
+            position = int(np.argmax(ids >= self.arch.vocab_size))
+            index = int(np.searchsorted(batch.cu_seqlens, position, side="right")) - 1
+            raise EncodingError(
+                f"input {index} holds token id {int(ids[position])}, outside the vocabulary of size "
+                f"{self.arch.vocab_size}"
+            )
 
     def _sub_batches(self, batch: TokenBatch) -> Iterator[tuple[int, int]]:
         """Input ranges of about ``driver.preferred_batch_tokens`` tokens (at least one input each)."""

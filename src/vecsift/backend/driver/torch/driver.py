@@ -1,8 +1,8 @@
 """`TorchDriver`: the Driver primitives on torch, CPU or CUDA, in fp32, bf16, fp16 or int8.
 
-Uses torch's fused kernels where they match the contract: attention through the route chosen once
-(:mod:`.attention`), layer norm, exact GELU, and on CPU in bf16 oneDNN's linear with bias and GELU fused
-(:mod:`.ops`, which also holds the int8 arithmetic). Activations run in the compute precision; layer
+Uses torch's fused kernels where they match the contract: attention and RoPE through the routes chosen
+once (:mod:`.attention`, :mod:`.rope`), layer norm, exact GELU, and on CPU in bf16 oneDNN's linear with
+bias and GELU fused (:mod:`.ops`, which also holds the int8 arithmetic). Activations run in the compute precision; layer
 norms, softmax statistics and pooling accumulate in float32; the output is always float32 unit vectors.
 """
 
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from vecsift.backend.driver.base import Driver
 from vecsift.backend.driver.torch import ops
 from vecsift.backend.driver.torch.attention import choose_attention
+from vecsift.backend.driver.torch.rope import choose_rope
 from vecsift.backend.precision import check_supported
 from vecsift.backend.token_batch import TokenBatch
 from vecsift.errors import BackendError
@@ -50,6 +51,8 @@ class TorchDriver(Driver[torch.Tensor]):
         self.fused_linear = ops.ONEDNN_LINEAR and not self.is_gpu and bf16_linear
         #: the attention route, chosen once (a probe decides varlen flash attention on CUDA)
         self.attention_route = choose_attention(self.device, self.dtype)
+        #: the RoPE route, chosen once (a probe decides the fused Triton kernel on CUDA)
+        self.rope_route = choose_rope(self.device, self.dtype)
 
     def clone(self) -> TorchDriver:
         return TorchDriver(str(self.device), self._precision, self.int8_kernel)
@@ -136,15 +139,8 @@ class TorchDriver(Driver[torch.Tensor]):
         return F.gelu(activated) * gate
 
     def rope_(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, num_heads: int) -> torch.Tensor:
-        """Into a new tensor, in the compute dtype (as transformers does): four passes, each half of the
-        rotation written straight into its output (a float32 detour doubles the memory traffic)."""
-        total, hidden = x.shape
-        first, second = x.unflatten(1, (num_heads, 2, hidden // num_heads // 2)).unbind(2)
-        cos, sin = cos[:, None, :], sin[:, None, :]
-        out = torch.empty((total, num_heads, 2, hidden // num_heads // 2), dtype=x.dtype, device=x.device)
-        torch.mul(first, cos, out=out[:, :, 0]).addcmul_(second, sin, value=-1)
-        torch.mul(second, cos, out=out[:, :, 1]).addcmul_(first, sin)
-        return out.view(total, hidden)
+        """Into a new tensor, in the compute dtype (as transformers does), by the route chosen once."""
+        return self.rope_route(x, cos, sin, num_heads)
 
     def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: TokenBatch, num_heads: int,
                   window: int | None = None) -> torch.Tensor:
@@ -173,7 +169,8 @@ class TorchDriver(Driver[torch.Tensor]):
 
     def describe(self) -> dict[str, Any]:
         facts = {**super().describe(), "device": str(self.device), "torch": torch.__version__,
-                 "torch_threads": torch.get_num_threads(), "attention": self.attention_route.label}
+                 "torch_threads": torch.get_num_threads(), "attention": self.attention_route.label,
+                 "rope": self.rope_route.label}
         if self.int8_kernel == "onednn":
             facts["int8_kernel"] = "oneDNN quantized linear, per-token int8 activations (AMX int8)"
         elif self.int8_kernel == "dequantized":
