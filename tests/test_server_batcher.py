@@ -101,6 +101,96 @@ def test_unnormalized_and_normalized_jobs_never_share_a_batch(tokenizer):
     np.testing.assert_allclose(raw / np.linalg.norm(raw, axis=1, keepdims=True), unit, atol=1e-5)
 
 
+class MeetingBackend(FakeBackend):
+    """Each batch waits at a barrier for a batch on another lane: only lanes computing side by side pass."""
+
+    def __init__(self, barrier: threading.Barrier) -> None:
+        super().__init__(dim=4)
+        self.barrier = barrier
+
+    def embed_batch(self, encodings):
+        self.barrier.wait(timeout=30)
+        return super().embed_batch(encodings)
+
+    def clone_backend(self) -> MeetingBackend:
+        self.clones += 1
+        clone = MeetingBackend(self.barrier)
+        clone.calls = self.calls
+        return clone
+
+
+def test_cpu_lanes_compute_side_by_side_and_split_a_burst():
+    """Two CPU lanes, each on its own clone: a burst that arrives while both are idle is split between them
+    (each takes its share), both compute at once (they meet at a barrier), and the rows are reassembled."""
+    backend = MeetingBackend(threading.Barrier(2))
+    batcher = Batcher([backend], max_batch_tokens=10_000, batch_size=8, workers=2)
+    recorder = Recorder()
+    try:
+        assert batcher.lanes == 2 and backend.clones == 1
+        for _ in range(3000):  # until both lanes wait for work
+            if batcher._idle_lanes == 2:
+                break
+            time.sleep(0.01)
+        with batcher._wake:  # queued while both wait
+            batcher._queue.extend([recorder.job(1, encodings_of_lengths([5] * 6)),
+                                   recorder.job(2, encodings_of_lengths([7] * 2, offset=7000))])
+            batcher._arrived += 8
+            batcher._wake.notify_all()
+        assert recorder.done.wait(60)
+    finally:
+        batcher.stop()
+    assert sorted(size for _, size in backend.calls) == [4, 4]  # 8 inputs, half each
+    assert len({thread for thread, _ in backend.calls}) == 2 and not backend.barrier.broken
+    assert all(error is None for _, error, _, _ in recorder.results.values())
+    plain = FakeBackend(dim=4)  # the same rows, without the barrier
+    np.testing.assert_allclose(recorder.results[1][0], plain.embed_batch(encodings_of_lengths([5] * 6)))
+    np.testing.assert_allclose(recorder.results[2][0], plain.embed_batch(encodings_of_lengths([7] * 2, 7000)))
+
+
+def test_a_failed_slice_fails_its_request_once_across_lanes():
+    """A request split between two lanes whose one slice fails gets one error answer, and the lanes go on."""
+    backend = FakeBackend(dim=4, delay=0.1, fail_on_id=1003)
+    batcher = Batcher([backend], max_batch_tokens=10_000, batch_size=8, workers=2)
+    answers: list[tuple] = []
+    done = threading.Event()
+
+    def deliver(rows, error, queue_seconds, inference_seconds):
+        answers.append((rows, error))
+        done.set()
+
+    try:
+        for _ in range(3000):  # until both lanes wait for work
+            if batcher._idle_lanes == 2:
+                break
+            time.sleep(0.01)
+        with batcher._wake:
+            batcher._queue.append(Job(encodings_of_lengths([5] * 8), True, deliver))  # ids 1003… in slice 1
+            batcher._arrived += 8
+            batcher._wake.notify_all()
+        assert done.wait(30)
+        time.sleep(0.3)  # the other lane's slice ends too
+        recorder = Recorder()
+        batcher.submit(recorder.job(1, encodings_of_lengths([5], offset=5000)))
+        assert recorder.done.wait(30) and recorder.results[1][1] is None
+    finally:
+        batcher.stop()
+    assert len(answers) == 1 and answers[0][0] is None and "injected failure" in str(answers[0][1])
+    assert batcher.failure is None
+
+
+def test_lanes_stop_and_a_dead_lane_is_unhealthy():
+    backend = FakeBackend(dim=4)
+    batcher = Batcher([backend], max_batch_tokens=1000, batch_size=8, workers=3)
+    assert batcher.lanes == 3 and batcher.healthy()
+    batcher.stop()
+    assert not batcher.healthy()  # every lane ended
+    gpu = Batcher([FakeBackend(dim=4, gpu=True)], max_batch_tokens=1000, batch_size=8, workers=3)
+    try:
+        assert gpu.lanes == 1  # a GPU is fed by one lane through its ring
+    finally:
+        gpu.stop()
+
+
 def _client(backend, **settings):
     embedder = Embedder(backends=[backend])
     return TestClient(create_app(embedder, ServerSettings(model_id="fake", **settings)))

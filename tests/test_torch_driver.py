@@ -13,7 +13,7 @@ from references import reference_bert_vectors, reference_modernbert_hidden
 from texts import varied_texts
 from vecsift import Encoding, embed_distributed, load_backend, load_tokenizer
 from vecsift.backend.driver.torch import TorchDriver, ops
-from vecsift.backend.driver.torch.attention import SdpaAttention, VarlenAttention, choose_attention
+from vecsift.backend.driver.torch.attention import SdpaAttention, VarlenAttention, choose_attention, group_plan
 from vecsift.backend.loader import DEFAULT_MODEL
 from vecsift.backend.token_batch import TokenBatch
 from vecsift.errors import BackendError
@@ -278,7 +278,8 @@ def scaled_varlen(*args, **kwargs):
 def test_varlen_probe_decides_the_attention_route(kernel, window, expected):
     """A GPU driver uses varlen flash attention only if torch has it and it agrees with SDPA on a probe;
     otherwise it says why in ``describe()`` (``vecsift info``) and uses SDPA."""
-    assert TorchDriver("cpu", "bf16").describe()["attention"] == "sdpa"  # CPU drivers never probe
+    assert TorchDriver("cpu", "bf16").describe()["attention"] == "sdpa (runs of nearby lengths grouped)"  # no probe
+    assert TorchDriver("cpu", "fp32").describe()["attention"] == "sdpa"
     route = choose_attention(torch.device("cpu"), torch.bfloat16, found=(kernel, window))  # the probe runs here
     assert route.label.startswith(expected)
     if expected.startswith("varlen"):
@@ -300,6 +301,30 @@ def test_gpu_attention_routes_give_the_cpu_result(make_modernbert, model, route)
     backend.driver.attention_route = VarlenAttention(reference_varlen, True, padded) if route == "varlen" else padded
     assert len(TokenBatch.from_encodings(encodings).equal_length_runs()) > 10
     assert np.abs(backend.embed_batch(encodings) - want).max() <= 1e-5
+
+
+@pytest.mark.parametrize("model", ["bundled", "modernbert"])
+@pytest.mark.parametrize("order", ["length-sorted", "as given"])
+def test_grouped_runs_give_the_per_run_result(make_modernbert, model, order):
+    """The CPU bf16 route (runs of nearby lengths padded together under a key mask), forced in fp32 so the
+    arithmetic can be compared exactly: the vectors of the one-SDPA-per-run route, and every row in one group."""
+    directory = str(make_modernbert(every=2, window=16)) if model == "modernbert" else DEFAULT_MODEL
+    encodings = load_tokenizer(directory).encode(varied_texts(40, seed=3), max_tokens=120)
+    if order == "length-sorted":
+        encodings.sort(key=len)
+    backend = load_backend("cpu", directory, driver="torch")
+    want = backend.embed_batch(encodings)
+    backend.driver.attention_route = SdpaAttention(torch.device("cpu"), pad_many_runs=False, group_runs=True)
+    assert np.abs(backend.embed_batch(encodings) - want).max() <= 1e-5
+    batch = TokenBatch.from_encodings(encodings)
+    groups = group_plan(batch)
+    assert [g.start for g in groups] == [0, *(g.end for g in groups[:-1])] and groups[-1].end == batch.total_tokens
+    if order == "length-sorted":
+        assert len(groups) < len(batch.equal_length_runs()) / 3
+    for g in groups:
+        lengths = np.diff(batch.cu_seqlens)[np.searchsorted(batch.cu_seqlens, g.start):][: g.count]
+        assert lengths.max() == g.width and lengths.max() <= lengths[0] * 1.5 + 4
+        assert g.gather is None or (len(g.real) == g.end - g.start and int(g.mask.sum()) == g.end - g.start)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")

@@ -12,7 +12,7 @@ import json
 import re
 import threading
 from collections.abc import Sequence
-from itertools import chain
+from itertools import accumulate, chain
 
 import numpy as np
 from tokenizers import Tokenizer as FastTokenizer
@@ -38,10 +38,18 @@ class Tokenizer:
         self._zero_types = not any(probe.type_ids)
         #: for BERT's normalizer: whether it lowercases (None: another normalizer, no plain-text path)
         self._plain_lowercase = _bert_normalizer_lowercases(tokenizer_json)
+        #: read-only ones and zeros every Encoding's mask and token types view (no arrays made per call)
+        self._ones = np.ones(position_limit, dtype=np.int64)
+        self._zeros = np.zeros(position_limit, dtype=np.int64)
+        self._ones.setflags(write=False)
+        self._zeros.setflags(write=False)
 
     def _configured(self, limit: int, direction: str = "right", plain: bool = False) -> FastTokenizer:
         """The tokenizer truncating at ``limit`` from ``direction``; ``plain``: without its normalizer, for
         texts :func:`_is_plain` accepts (see :meth:`_encode_batch`)."""
+        tokenizer = self._by_limit.get((limit, direction, plain))  # lock-free once made (a request's hot path)
+        if tokenizer is not None:
+            return tokenizer
         with self._lock:
             tokenizer = self._by_limit.get((limit, direction, plain))
             if tokenizer is None:
@@ -110,32 +118,28 @@ class Tokenizer:
             if len(raw[index]) < limit:  # the cut left fewer tokens than the limit: the whole text after all
                 raw[index] = self._encode_batch([texts[index]], limit, direction)[0]
         id_lists = [e.ids for e in raw]
-        lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
+        lengths = list(map(len, id_lists))
         # at the limit: cut texts always lost tokens; others did when the tokenizer kept an overflow
-        truncated = np.zeros(len(raw), dtype=bool)
-        for index in np.flatnonzero(lengths == limit).tolist():
-            truncated[index] = index in cut or bool(raw[index].overflowing)
-        return self._encodings(raw, id_lists, lengths, truncated.tolist())
+        truncated = [n == limit and (index in cut or bool(raw[index].overflowing)) for index, n in enumerate(lengths)]
+        return self._encodings(raw, id_lists, lengths, truncated)
 
-    def _encodings(self, raw: list, id_lists: list[list[int]], lengths: np.ndarray,
+    def _encodings(self, raw: list, id_lists: list[list[int]], lengths: list[int],
                    truncated: list[bool]) -> list[Encoding]:
         """The tokenizer's output as Encodings without a NumPy call per text: every text's ids land in one
         flat array and each Encoding views its slice (mask and token types view shared read-only arrays of
         ones and zeros: no padding, single texts). Tokenizer output needs no validation."""
-        total = int(lengths.sum())
-        ids = np.fromiter(chain.from_iterable(id_lists), dtype=np.int64, count=total)
+        ids = np.fromiter(chain.from_iterable(id_lists), dtype=np.int64, count=sum(lengths))
+        ids.setflags(write=False)
+        ends = list(accumulate(lengths))
         if self._zero_types:
-            types = np.zeros(int(lengths.max(initial=0)), dtype=np.int64)
-            type_rows = [types[:n] for n in lengths.tolist()]
+            type_rows = [self._zeros[:n] for n in lengths]
         else:
-            flat_types = np.fromiter(chain.from_iterable(e.type_ids for e in raw), dtype=np.int64, count=total)
-            type_rows = np.split(flat_types, np.cumsum(lengths)[:-1])
-        ones = np.ones(int(lengths.max(initial=0)), dtype=np.int64)
-        for array in (ids, ones, types if self._zero_types else flat_types):
-            array.setflags(write=False)
-        ends = np.cumsum(lengths).tolist()
+            flat_types = np.fromiter(chain.from_iterable(e.type_ids for e in raw), dtype=np.int64, count=len(ids))
+            flat_types.setflags(write=False)
+            type_rows = [flat_types[end - n : end] for end, n in zip(ends, lengths, strict=True)]
+        ones = self._ones
         return [Encoding.trusted(ids[end - n : end], ones[:n], type_row, cut)
-                for end, n, type_row, cut in zip(ends, lengths.tolist(), type_rows, truncated, strict=True)]
+                for end, n, type_row, cut in zip(ends, lengths, type_rows, truncated, strict=True)]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """How many tokens each text has before truncation (special tokens included)."""

@@ -1,21 +1,31 @@
 """Dynamic batching: inputs of concurrent requests share forward passes under a token budget.
 
-Requests arrive from the event loop as :class:`Job` s (already tokenized). One batching
-thread takes them in arrival order and packs as many of their inputs as fit in
-``max_batch_tokens``. A request too large for what is left of a batch is sliced, and its
-remainder goes behind the requests that arrived after it, so a large request delays the
-ones behind it by one batch at most. It then runs the batch on the engine's scheduler (CPU worker pool or
-GPU ring, ``embed_distributed``), and hands each request its rows back on the event
-loop. A request whose client has gone is dropped before it is computed. The event loop
-itself never runs a forward pass.
+Requests arrive from the event loop as :class:`Job` s (already tokenized) in one FIFO queue.
+*Lanes* take them in arrival order, as many inputs as fit in ``max_batch_tokens``, compute, and hand
+each request its rows back on the event loop:
+
+- CPU backends: one lane per worker, each on its own clone of the backend (torch and BLAS at one thread
+  each, as the worker pool runs them). A lane takes a batch whenever it is free, so while one computes,
+  the clients it just answered send again and another lane takes their requests: the cores never wait
+  for a round trip, and no lane holds a batch open for stragglers. A lane takes at most its share of
+  what is queued (queued inputs / idle lanes), so two idle lanes split a burst instead of one taking it.
+- GPU backends (or a single CPU worker): one lane that runs each batch on the engine's scheduler
+  (``embed_distributed``: the GPU ring, or the worker pool), waiting a moment under load for the clients
+  just answered (see :meth:`Batcher._coalesce`).
+
+A request too large for what is left of a batch is sliced, and its remainder goes behind the requests
+that arrived after it, so a large request delays the ones behind it by one batch at most. A request
+whose client has gone is dropped before it is computed. The event loop itself never runs a forward pass.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,11 +34,11 @@ from vecsift.backend.contract import EmbedBackend
 from vecsift.encoding import Encoding
 from vecsift.errors import VecsiftError
 from vecsift.scheduling.distributed import embed_distributed
-from vecsift.scheduling.threads import single_threaded_kernels
+from vecsift.scheduling.threads import default_workers, single_threaded_kernels
 
-# The longest a batch waits for the clients just answered to send again. 10 ms took 64 busy single-text
-# clients from batches of ~32 (alternating halves) to ~63 and from 650 to 860 texts/s here (3 ms: 760);
-# a lone client never waits (its own next request ends the wait).
+# The longest a single lane's batch waits for the clients just answered to send again. 10 ms took 64 busy
+# single-text clients from batches of ~32 (alternating halves) to ~63 and from 650 to 860 texts/s here
+# (3 ms: 760); a lone client never waits (its own next request ends the wait). Several lanes need no wait.
 COALESCE_SECONDS = 0.010
 
 
@@ -46,6 +56,7 @@ class Job:
     done_inputs: int = 0
     queue_seconds: float = -1.0
     inference_seconds: float = 0.0
+    delivered: bool = False  # its rows or its error went out (lanes may compute its slices side by side)
 
     @property
     def tokens(self) -> int:
@@ -62,7 +73,7 @@ class BatchStats:
 
 
 class Batcher:
-    """Owns the batching thread; ``submit`` is safe from any thread."""
+    """Owns the lanes (threads); ``submit`` is safe from any thread."""
 
     def __init__(self, backends: Sequence[EmbedBackend], *, max_batch_tokens: int, batch_size: int,
                  workers: int | None, on_batch: Callable[[BatchStats], None] | None = None) -> None:
@@ -74,19 +85,42 @@ class Batcher:
         self._queue: deque[Job] = deque()
         self._wake = threading.Condition()
         self._stopping = False
-        self._last_inputs = 0  # inputs of the batch computed last: how many clients may be about to send again
+        self._idle_lanes = 0  # lanes waiting for work
         self._arrived = 0  # inputs submitted so far
-        self._arrived_before_answers = 0  # ... when the last batch's answers went out
-        self.failure: BaseException | None = None  # set if the thread itself died: the server is unhealthy
-        self._thread = threading.Thread(target=self._run, name="vecsift-batcher", daemon=True)
-        self._thread.start()
+        self._finished = 0  # ... and answered or dropped
+        self.failure: BaseException | None = None  # set if a lane itself died: the server is unhealthy
+        self._results = threading.Lock()  # a job's bookkeeping, which two lanes may touch at once
+        self._kernels = ExitStack()
+        lane_backends = self._lane_backends()
+        if lane_backends is not None:  # CPU lanes: one thread per core for the server's lifetime
+            self._kernels.enter_context(single_threaded_kernels(self.backends))
+            self._lanes = [threading.Thread(target=self._run, args=(backend,), name=f"vecsift-lane-{n}",
+                                            daemon=True) for n, backend in enumerate(lane_backends)]
+        else:
+            self._lanes = [threading.Thread(target=self._run, args=(None,), name="vecsift-batcher",
+                                            daemon=True)]
+        for lane in self._lanes:
+            lane.start()
+
+    def _lane_backends(self) -> list[EmbedBackend] | None:
+        """One clone per CPU lane, or None for a single lane on the scheduler (GPUs, one worker)."""
+        if len(self.backends) != 1 or self.backends[0].is_gpu() or not self.backends[0].supports_clone():
+            return None
+        lanes = self.workers or default_workers()
+        if lanes < 2:
+            return None
+        return [self.backends[0]] + [self.backends[0].clone_backend() for _ in range(lanes - 1)]
+
+    @property
+    def lanes(self) -> int:
+        return len(self._lanes)
 
     @property
     def queued(self) -> int:
         return len(self._queue)
 
     def healthy(self) -> bool:
-        return self._thread.is_alive() and self.failure is None
+        return all(lane.is_alive() for lane in self._lanes) and self.failure is None
 
     def submit(self, job: Job) -> None:
         with self._wake:
@@ -95,24 +129,33 @@ class Batcher:
             self._wake.notify()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Finish what is queued, then end the thread."""
+        """Finish what is queued, then end the lanes."""
         with self._wake:
             self._stopping = True
-            self._wake.notify()
-        self._thread.join(timeout)
+            self._wake.notify_all()
+        deadline = time.monotonic() + timeout
+        for lane in self._lanes:
+            lane.join(max(0.0, deadline - time.monotonic()))
+        self._kernels.close()
 
     def _take_batch(self) -> list[tuple[Job, int, int]] | None:
-        """(job, first, last) input slices in arrival order within the token budget; None once stopped and empty."""
+        """(job, first, last) input slices in arrival order within the token budget and this lane's share;
+        None once stopped and empty."""
         with self._wake:
-            while True:
-                while self._queue and self._queue[0].cancelled:
-                    self._queue.popleft()
-                if self._queue:
-                    break
-                if self._stopping:
-                    return None
-                self._wake.wait()
-            self._coalesce()
+            self._idle_lanes += 1
+            try:
+                while True:
+                    if self._queued_work():
+                        self._coalesce()  # releases the lock while it waits: another lane may take it all
+                        if self._queued_work():
+                            break
+                        continue
+                    if self._stopping:
+                        return None
+                    self._wake.wait()
+                share = math.ceil(sum(len(j.encodings) - j.next_input for j in self._queue) / self._idle_lanes)
+            finally:
+                self._idle_lanes -= 1
             slices: list[tuple[Job, int, int]] = []
             budget = self.max_batch_tokens
             normalize = self._queue[0].normalize
@@ -120,11 +163,12 @@ class Batcher:
                 if job.cancelled or job.normalize != normalize:
                     continue
                 first = last = job.next_input
-                while last < len(job.encodings):
+                while last < len(job.encodings) and share > 0:
                     size = len(job.encodings[last])
                     if size > budget and (slices or last > first):
                         break
                     budget -= size
+                    share -= 1
                     last += 1
                 if last > first:
                     slices.append((job, first, last))
@@ -132,65 +176,97 @@ class Batcher:
                     self._queue.remove(job)
                     if last < len(job.encodings):
                         self._queue.append(job)  # the rest waits behind the requests that came after it
-                if budget <= 0 or last < len(job.encodings):
+                if budget <= 0 or share <= 0 or last < len(job.encodings):
                     break
+            if self._queue:
+                self._wake.notify()  # work left for another idle lane
             return slices
 
-    def _coalesce(self) -> None:
-        """Under load, wait a moment for the clients just answered to send again (call with the lock held).
+    def _queued_work(self) -> bool:
+        """Whether a job is queued (dropping cancelled ones at the head first; call with the lock held)."""
+        while self._queue and self._queue[0].cancelled:
+            dropped = self._queue.popleft()
+            self._finished += len(dropped.encodings) - dropped.next_input
+        return bool(self._queue)
 
-        Without it, N busy clients split into two halves that alternate in batches of N/2, and a forward
-        pass costs nearly as much for half the inputs (per-operation overhead dominates small batches).
-        The wait ends as soon as as many inputs arrived since the last batch ended as that batch answered,
-        so a lone client loses nothing: its next request is that arrival.
+    def _coalesce(self) -> None:
+        """Under load, wait a moment until this lane's share of the outstanding inputs is queued (call with
+        the lock held).
+
+        Outstanding inputs are those submitted and not yet answered: queued, computing on another lane,
+        or (just answered) on their way back as the clients' next requests. Taking whatever is queued the
+        moment a lane is free would split busy clients into small groups that each get a batch of their
+        own, and a forward pass costs nearly as much for a few inputs as for many (per-operation overhead
+        dominates small batches). With N lanes, a lane waits for 1/N of the outstanding inputs (64 busy
+        clients, 2 lanes: batches of ~32, staggered, the cores never both idle); a lone client never waits
+        (its one request is all that is outstanding).
         """
         deadline = time.perf_counter() + COALESCE_SECONDS
-        while not self._stopping and self._arrived - self._arrived_before_answers < self._last_inputs:
+        while not self._stopping:
+            queued = sum(len(job.encodings) - job.next_input for job in self._queue if not job.cancelled)
+            if queued * len(self._lanes) >= self._arrived - self._finished:
+                return
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 return
             self._wake.wait(remaining)
 
-    def _run(self) -> None:
+    def _run(self, backend: EmbedBackend | None) -> None:
         try:
             while (batch := self._take_batch()) is not None:
-                self._compute(batch)
-        except BaseException as err:  # the thread must not die silently: /health reports it
+                self._compute(batch, backend)
+        except BaseException as err:  # a lane must not die silently: /health reports it
             self.failure = err
             raise
 
-    def _compute(self, batch: list[tuple[Job, int, int]]) -> None:
+    def _embed(self, encodings: list[Encoding], normalize: bool, backend: EmbedBackend | None) -> np.ndarray:
+        if backend is None:  # the scheduler: GPU ring or worker pool
+            if normalize:
+                return embed_distributed(encodings, self.backends, self.batch_size, self.workers)
+            with single_threaded_kernels(self.backends[:1]):  # as the worker pool runs: ~8x faster here
+                return self.backends[0].embed_pooled(encodings)
+        # a lane's own clone: length-sorted, so attention runs over few equal-length runs
+        order = np.argsort(np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings)), kind="stable")
+        ordered = [encodings[i] for i in order.tolist()]
+        vectors = backend.embed_batch(ordered) if normalize else backend.embed_pooled(ordered)
+        out = np.empty_like(vectors)
+        out[order] = vectors
+        return out
+
+    def _compute(self, batch: list[tuple[Job, int, int]], backend: EmbedBackend | None) -> None:
         started = time.perf_counter()
         encodings = [e for job, first, last in batch for e in job.encodings[first:last]]
-        self._last_inputs = len(encodings)
         for job, _, _ in batch:
             if job.queue_seconds < 0:
                 job.queue_seconds = started - job.enqueued
         try:
-            if batch[0][0].normalize:
-                vectors = embed_distributed(encodings, self.backends, self.batch_size, self.workers)
-            else:
-                with single_threaded_kernels(self.backends[:1]):  # as the worker pool runs: ~8x faster here
-                    vectors = self.backends[0].embed_pooled(encodings)
+            vectors = self._embed(encodings, batch[0][0].normalize, backend)
             error: BaseException | None = None
         except (VecsiftError, MemoryError, RuntimeError, ValueError) as err:
             vectors, error = None, err
         elapsed = time.perf_counter() - started
         with self._wake:
-            self._arrived_before_answers = self._arrived
+            self._finished += len(encodings)
+            self._wake.notify_all()  # fewer outstanding: a coalescing lane may have its share now
         if self.on_batch is not None:
             self.on_batch(BatchStats(len(encodings), sum(len(e) for e in encodings), elapsed))
         offset = 0
-        for job, first, last in batch:
-            job.inference_seconds += elapsed
-            if error is not None:
-                job.cancelled = True  # its other slices, if any, are not computed
-                job.deliver(None, error, job.queue_seconds, job.inference_seconds)
-                continue
-            if job.rows is None:
-                job.rows = np.empty((len(job.encodings), vectors.shape[1]), dtype=np.float32)
-            job.rows[first:last] = vectors[offset:offset + last - first]
-            offset += last - first
-            job.done_inputs += last - first
-            if job.done_inputs == len(job.encodings) and not job.cancelled:
-                job.deliver(job.rows, None, job.queue_seconds, job.inference_seconds)
+        with self._results:
+            for job, first, last in batch:
+                rows = None if vectors is None else vectors[offset:offset + last - first]
+                offset += last - first
+                job.inference_seconds += elapsed
+                if job.delivered:  # another slice of it failed already
+                    continue
+                if error is not None:
+                    job.cancelled = True  # its other slices, if any, are not computed
+                    job.delivered = True
+                    job.deliver(None, error, job.queue_seconds, job.inference_seconds)
+                    continue
+                if job.rows is None:
+                    job.rows = np.empty((len(job.encodings), vectors.shape[1]), dtype=np.float32)
+                job.rows[first:last] = rows
+                job.done_inputs += last - first
+                if job.done_inputs == len(job.encodings) and not job.cancelled:
+                    job.delivered = True
+                    job.deliver(job.rows, None, job.queue_seconds, job.inference_seconds)

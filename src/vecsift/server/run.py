@@ -47,7 +47,8 @@ def bind(host: str, port: int) -> socket.socket:
 
 def run(app: Any, sock: socket.socket, *, graceful_seconds: int = GRACEFUL_SECONDS) -> None:
     config = uvicorn.Config(app, loop="uvloop", http="httptools", lifespan="on", log_level="warning",
-                            timeout_graceful_shutdown=graceful_seconds, access_log=False)
+                            timeout_graceful_shutdown=graceful_seconds, access_log=False,
+                            proxy_headers=False)  # bound to loopback by default: no proxy to trust
     host, port = sock.getsockname()[:2]
     print(f"vecsift: serving on http://{host if ':' not in host else f'[{host}]'}:{port}", file=sys.stderr,
           flush=True)
