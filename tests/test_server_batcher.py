@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -217,6 +218,67 @@ def test_a_dead_batcher_makes_the_server_unhealthy():
         assert health.status_code == 503 and health.json()["error_type"] == "Unhealthy"
         embed = client.post("/embed", json={"inputs": "x"})
         assert embed.status_code == 503 and embed.json()["error_type"] == "Unhealthy"
+
+
+def _asgi_request(path: str, body: dict, *, disconnect: bool):
+    """An HTTP POST as the ASGI server hands it over: (scope, receive, send, what was sent). ``disconnect``:
+    the client goes away right after its body (else it waits for the answer)."""
+    import orjson
+
+    scope = {"type": "http", "method": "POST", "path": path, "headers": [(b"content-type", b"application/json")],
+             "query_string": b"", "root_path": "", "scheme": "http", "server": ("127.0.0.1", 80)}
+    messages = [{"type": "http.request", "body": orjson.dumps(body), "more_body": False}]
+    sent: list[dict] = []
+
+    async def receive():
+        if messages:
+            return messages.pop(0)
+        if disconnect:
+            return {"type": "http.disconnect"}
+        await asyncio.Event().wait()  # a patient client: never disconnects
+
+    async def send(message):
+        sent.append(message)
+
+    return scope, receive, send, sent
+
+
+def test_a_request_whose_client_left_is_never_computed():
+    backend = FakeBackend(dim=384, delay=0.3)
+    app = create_app(Embedder(backends=[backend]), ServerSettings(model_id="fake", workers=1))
+    server = app.state.vecsift
+    server.start()
+
+    async def scenario():
+        busy = _asgi_request("/embed", {"inputs": [[101, 7, 102]]}, disconnect=False)
+        left = _asgi_request("/v1/embeddings", {"input": [[101, 8, 102]]}, disconnect=True)
+        first = asyncio.ensure_future(app(*busy[:3]))
+        await asyncio.sleep(0.1)  # the first request is computing: the second waits in the queue
+        await app(*left[:3])
+        await first
+        return busy[3], left[3]
+
+    try:
+        answered, abandoned = asyncio.run(scenario())
+    finally:
+        server.stop()
+    assert answered[0]["status"] == 200 and abandoned[0]["status"] == 499
+    assert [size for _, size in backend.calls] == [1]  # only the first request's input was embedded
+    assert server.in_flight == 0
+
+
+def test_an_unexpected_error_in_an_embedding_route_is_a_500_in_the_api_shape(monkeypatch):
+    with _client(FakeBackend(dim=384)) as client:
+        async def broken(*args):
+            raise KeyError("a bug")
+
+        monkeypatch.setattr(client.app.state.vecsift, "embed", broken)
+        tei = client.post("/embed", json={"inputs": "x"})
+        assert tei.status_code == 500 and tei.json() == {"error": "internal server error", "error_type": "Backend"}
+        openai = client.post("/v1/embeddings", json={"input": "x"})
+        assert openai.status_code == 500 and openai.json()["error"]["type"] == "server_error"
+        assert client.get("/embed").status_code == 405  # the routes stay Starlette's for other methods
+        assert client.post("/tokenize", json={"inputs": "x"}).status_code == 200  # and the rest of the app
 
 
 def test_admission_counts_inputs_and_releases_them():

@@ -5,13 +5,14 @@ Requests arrive from the event loop as :class:`Job` s (already tokenized) in one
 each request its rows back on the event loop:
 
 - CPU backends: one lane per worker, each on its own clone of the backend (torch and BLAS at one thread
-  each, as the worker pool runs them). A lane takes a batch whenever it is free, so while one computes,
-  the clients it just answered send again and another lane takes their requests: the cores never wait
-  for a round trip, and no lane holds a batch open for stragglers. A lane takes at most its share of
-  what is queued (queued inputs / idle lanes), so two idle lanes split a burst instead of one taking it.
+  each, as the worker pool runs them). A lane takes a batch when it is free, so while one computes, the
+  clients another just answered send again: the cores do not both wait for a round trip. A lane takes at
+  most its share of what is queued (queued inputs / idle lanes), so two idle lanes split a burst.
 - GPU backends (or a single CPU worker): one lane that runs each batch on the engine's scheduler
-  (``embed_distributed``: the GPU ring, or the worker pool), waiting a moment under load for the clients
-  just answered (see :meth:`Batcher._coalesce`).
+  (``embed_distributed``: the GPU ring, or the worker pool).
+
+Under load a free lane waits a moment for its share of the outstanding inputs (:meth:`Batcher._coalesce`),
+so that it does not compute a handful of inputs at a time.
 
 A request too large for what is left of a batch is sliced, and its remainder goes behind the requests
 that arrived after it, so a large request delays the ones behind it by one batch at most. A request
@@ -36,9 +37,10 @@ from vecsift.errors import VecsiftError
 from vecsift.scheduling.distributed import embed_distributed
 from vecsift.scheduling.threads import default_workers, single_threaded_kernels
 
-# The longest a single lane's batch waits for the clients just answered to send again. 10 ms took 64 busy
+# The longest a free lane waits for its share of the outstanding inputs. One lane: 10 ms took 64 busy
 # single-text clients from batches of ~32 (alternating halves) to ~63 and from 650 to 860 texts/s here
-# (3 ms: 760); a lone client never waits (its own next request ends the wait). Several lanes need no wait.
+# (3 ms: 760). Two lanes, same session: no wait 918, 3 ms 1038, 10 ms 985-1085 (a noisy machine). A lone
+# client never waits (its one request is all that is outstanding).
 COALESCE_SECONDS = 0.010
 
 
@@ -198,8 +200,8 @@ class Batcher:
         moment a lane is free would split busy clients into small groups that each get a batch of their
         own, and a forward pass costs nearly as much for a few inputs as for many (per-operation overhead
         dominates small batches). With N lanes, a lane waits for 1/N of the outstanding inputs (64 busy
-        clients, 2 lanes: batches of ~32, staggered, the cores never both idle); a lone client never waits
-        (its one request is all that is outstanding).
+        clients, 2 lanes: batches of up to ~32, staggered); one lane waits for them all, as one batcher did;
+        a lone client never waits (its one request is all that is outstanding).
         """
         deadline = time.perf_counter() + COALESCE_SECONDS
         while not self._stopping:

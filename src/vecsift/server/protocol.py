@@ -19,7 +19,7 @@ STATUS = {"Validation": 422, "Empty": 400, "Tokenizer": 422, "Backend": 424, "Ov
           "Unhealthy": 503, "PayloadTooLarge": 413, "Unauthorized": 401, "NotFound": 404}
 _OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
                  413: "invalid_request_error", 422: "invalid_request_error", 424: "server_error",
-                 429: "rate_limit_error", 503: "server_error"}
+                 429: "rate_limit_error", 500: "server_error", 503: "server_error"}
 
 
 class ApiError(Exception):
