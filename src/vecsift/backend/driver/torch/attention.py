@@ -73,9 +73,10 @@ class SdpaAttention:
         _total, hidden = q.shape
         head_dim = hidden // num_heads
         out = torch.empty_like(q)
-        if self._plan[0] is not batch.cu_seqlens:  # once per batch, not per layer
-            self._plan = (batch.cu_seqlens, group_plan(batch))
-        for group in self._plan[1]:
+        plan = self._plan  # read once: the check and the use see the same plan
+        if plan[0] is not batch.cu_seqlens:  # once per batch, not per layer
+            plan = self._plan = (batch.cu_seqlens, group_plan(batch))
+        for group in plan[1]:
             rows = slice(group.start, group.end)
             if group.gather is None:
                 def heads(x: torch.Tensor, rows: slice = rows, g: Group = group) -> torch.Tensor:
@@ -182,10 +183,11 @@ class VarlenAttention:
         if not batch.dense or (window is not None and not self.supports_window):
             return self.fallback(q, k, v, batch, num_heads, window)
         total, hidden = q.shape
-        if self._cu_seqlens[0] is not batch.cu_seqlens:  # once per batch, not per layer
+        cached = self._cu_seqlens  # read once: the check and the use see the same pair
+        if cached[0] is not batch.cu_seqlens:  # once per batch, not per layer
             staged = torch.from_numpy(batch.cu_seqlens.astype(np.int32)).to(self.fallback.device)
-            self._cu_seqlens = (batch.cu_seqlens, staged)
-        cu_seqlens, longest = self._cu_seqlens[1], int(batch.lengths.max())
+            cached = self._cu_seqlens = (batch.cu_seqlens, staged)
+        cu_seqlens, longest = cached[1], int(batch.lengths.max())
         extra = {} if window is None else {"window_size": (window, window)}
         context = self.kernel(*(x.unflatten(1, (num_heads, hidden // num_heads)) for x in (q, k, v)),
                               cu_seqlens, cu_seqlens, longest, longest, **extra)
