@@ -62,10 +62,20 @@ bench-ray: $(TEST_STAMP)
 bench-host: $(TEST_STAMP)
 	$(PY) -m benchmarks.host_path --write
 
-## `vecsift serve` under load against a hand-written sentence-transformers server (needs `apt-get install wrk`).
-bench-serve: $(TEST_STAMP)
+# infinity-emb, the load benchmark's other anchor, pins numpy < 2 and sentence-transformers < 4: its own environment.
+INFINITY_VENV  := .venv-infinity
+INFINITY_STAMP := $(INFINITY_VENV)/.installed
+$(INFINITY_STAMP):
+	$(PYTHON) -m venv $(INFINITY_VENV)
+	$(INFINITY_VENV)/bin/python -m pip install --quiet 'infinity-emb[server,torch]==0.0.78' 'torch==2.13.0' \
+		'transformers==4.57.6' 'sentence-transformers==3.4.1'
+	touch $@
+
+## `vecsift serve` under load against a hand-written sentence-transformers server and infinity-emb
+## (needs `apt-get install wrk`; ~10 min here).
+bench-serve: $(TEST_STAMP) $(INFINITY_STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]'
-	$(PY) -m benchmarks.serve_load --write
+	$(PY) -m benchmarks.serve_load --write --infinity $(INFINITY_VENV)/bin/infinity_emb
 
 ## On a GPU machine whose Python already has a CUDA build of torch, transformers, sentence-transformers
 ## and the bundled model package (GPU_PY; no venv, the pins are for the CPU machine): the CUDA tests,
@@ -75,4 +85,4 @@ check-gpu:
 	GPU_PY=$(GPU_PY) benchmarks/check_gpu.sh
 
 clean:
-	rm -rf $(VENV) build .pytest_cache
+	rm -rf $(VENV) $(INFINITY_VENV) build .pytest_cache

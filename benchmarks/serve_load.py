@@ -1,16 +1,20 @@
 """Load on `vecsift serve` against the servers a user would otherwise run, on loopback, bounded in time.
 
-Servers, one at a time, each on 127.0.0.1: vecsift serve (its default precision here, and fp32), and the
-hand-written anchor (sentence-transformers behind FastAPI, ``benchmarks/anchors/st_fastapi.py``). All are
-asked the same OpenAI-shaped requests (``POST /v1/embeddings``). The ceiling is ``Embedder.embed`` on the
-same texts in this process, with no server.
+Servers, one at a time, each on 127.0.0.1: vecsift serve (its default precision here, and fp32), the
+hand-written anchor (sentence-transformers behind FastAPI, ``benchmarks/anchors/st_fastapi.py``), and with
+``--infinity PATH`` the infinity-emb server (``infinity_emb v2``, torch engine, the same local model
+directory, offline) from its own environment: its pins (numpy < 2, sentence-transformers < 4) exclude this
+project's, so ``make bench-serve`` makes ``.venv-infinity`` for it. All are asked the same OpenAI-shaped
+requests (``POST /v1/embeddings``). The ceiling is ``Embedder.embed`` on the same texts in this process,
+with no server.
 
 Load: wrk (C, one thread, a Lua script cycling through the texts) at 1, 8 and 64 connections, with
 single-text and 32-text requests, for ``--seconds`` each; p50 / p95 / p99 latency from wrk's
 histogram; non-2xx answers and socket errors counted. wrk's own CPU time is reported so it can be
 seen not to be the bottleneck.
 
-    python -m benchmarks.serve_load [--write] [--seconds 10]      (needs `apt-get install wrk`)
+    python -m benchmarks.serve_load [--write] [--seconds 10] [--infinity .venv-infinity/bin/infinity_emb]
+    (needs `apt-get install wrk`)
 """
 
 from __future__ import annotations
@@ -74,24 +78,29 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(command: list[str]) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+def start(command: list[str], url: str | None = None) -> tuple[subprocess.Popen, str]:
+    """Start a server and wait until its /health answers; ``url``: where it listens, else read from its
+    "serving on URL" line (vecsift and the hand-written anchor print one)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True).start()
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
+    while url is None and time.monotonic() < deadline:
         try:
             match = re.search(r"serving on (http://\S+)", lines.get(timeout=1))
         except queue.Empty:
             if process.poll() is not None:
                 raise SystemExit(f"{command} exited before serving") from None
             continue
-        if match:
-            url = match.group(1)
-            for _ in range(600):
-                if subprocess.run(["curl", "-sf", f"{url}/health"], capture_output=True).returncode == 0:
-                    return process, url
-                time.sleep(0.1)
+        url = match.group(1) if match else None
+    while url is not None and time.monotonic() < deadline:
+        if subprocess.run(["curl", "-sf", f"{url}/health"], capture_output=True).returncode == 0:
+            return process, url
+        if process.poll() is not None:
+            raise SystemExit(f"{command} exited before serving")
+        time.sleep(0.2)
+    process.kill()
     raise SystemExit(f"{command} did not start")
 
 
@@ -122,6 +131,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--write", action="store_true", help=f"write the section of {RESULTS.name}")
+    parser.add_argument("--infinity", help="the infinity_emb command of an environment that has it "
+                                           "(make bench-serve makes .venv-infinity)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("the load generator wrk is not installed: apt-get install wrk")
@@ -131,22 +142,30 @@ def main() -> None:
     batches = [json.dumps({"input": corpus[i:i + BATCH], "model": "all-MiniLM-L6-v2"})
                for i in range(0, len(corpus), BATCH)]
     precision = auto_precision("cpu", "all-MiniLM-L6-v2").precision
-    servers = {
-        f"vecsift serve ({precision})": [sys.executable, "-m", "vecsift", "serve", "--port", "0", "--precision",
-                                         precision, "--max-concurrent-requests", str(64 * BATCH)],
-        "sentence-transformers + FastAPI (fp32)": [sys.executable, "-m", "benchmarks.anchors.st_fastapi",
-                                                   str(model_dir), str(free_port())],
+    servers: dict[str, tuple[list[str], str | None]] = {
+        f"vecsift serve ({precision})": ([sys.executable, "-m", "vecsift", "serve", "--port", "0", "--precision",
+                                          precision, "--max-concurrent-requests", str(64 * BATCH)], None),
+        "sentence-transformers + FastAPI (fp32)": ([sys.executable, "-m", "benchmarks.anchors.st_fastapi",
+                                                    str(model_dir), str(free_port())], None),
     }
+    if args.infinity:  # fp32, and bf16 beside vecsift's own reduced precision
+        for label, dtype in (("fp32", "float32"), ("bf16", "bfloat16")):
+            port = free_port()
+            servers[f"infinity-emb (torch, {label})"] = (
+                [args.infinity, "v2", "--model-id", str(model_dir), "--served-model-name", "all-MiniLM-L6-v2",
+                 "--engine", "torch", "--device", "cpu", "--dtype", dtype, "--host", "127.0.0.1", "--port",
+                 str(port), "--url-prefix", "/v1", "--no-model-warmup"],
+                f"http://127.0.0.1:{port}")  # its /health stays at the root
     if precision != "fp32":
-        servers["vecsift serve (fp32)"] = [sys.executable, "-m", "vecsift", "serve", "--port", "0", "--precision",
-                                           "fp32", "--max-concurrent-requests", str(64 * BATCH)]
+        servers["vecsift serve (fp32)"] = ([sys.executable, "-m", "vecsift", "serve", "--port", "0", "--precision",
+                                            "fp32", "--max-concurrent-requests", str(64 * BATCH)], None)
     rows: list[tuple] = []
     single_rate: dict[str, float] = {}
     single_p50: dict[str, float] = {}
     work = Path(tempfile.mkdtemp(prefix="vecsift-load-"))
     try:
-        for name, command in servers.items():
-            process, url = start(command)
+        for name, (command, known_url) in servers.items():
+            process, url = start(command, known_url)
             try:
                 load(url, singles[:64], 8, 3, work)  # warm-up
                 for size, bodies in (("1 text", singles), (f"{BATCH} texts", batches)):
@@ -185,7 +204,6 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     ours = f"vecsift serve ({precision})"
-    anchor = "sentence-transformers + FastAPI (fp32)"
     at64 = single_rate[(ours, 64)]
     body = "\n".join([
         f"Machine: {describe_machine()}.", "",
@@ -197,7 +215,8 @@ def main() -> None:
         f"Ceiling, `Embedder.embed` on the same {len(corpus)} texts in one call ({precision}, no server): "
         f"{ceiling:.1f} texts/s. One text through `Embedder.embed`: p50 {one_p50:.1f} ms.", "",
         f"At 64 connections of single-text requests: vecsift serve {at64:.1f} texts/s = {at64 / ceiling:.2f}× the "
-        f"ceiling and {at64 / single_rate[(anchor, 64)]:.2f}× the hand-written anchor. One client, one short text: "
+        f"ceiling; " + "; ".join(f"{at64 / single_rate[(name, 64)]:.2f}× {name}" for name in servers
+                                 if not name.startswith("vecsift")) + ". One client, one short text: "
         f"p50 {single_p50[ours]:.1f} ms against {one_p50:.1f} ms for `Embedder.embed` "
         f"(+{single_p50[ours] - one_p50:.1f} ms).",
     ])
