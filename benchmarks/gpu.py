@@ -116,7 +116,8 @@ def main() -> None:
 
     texts = stdlib_chunks(args.chunks)
     ours = Embedder(kind=kind, precision=p, batch_size=size, max_tokens=limit)
-    minilm_tokens = sum(len(e) for e in ours.tokenizer.encode(texts, max_tokens=limit))
+    encoded = ours.tokenizer.encode(texts, max_tokens=limit)
+    minilm_tokens = sum(len(e) for e in encoded)
     anchor = SentenceTransformer(str(bundled_model_dir()), device=args.device,
                                  model_kwargs={"dtype": getattr(torch, TORCH_DTYPES[p])})
     anchor.max_seq_length = limit
@@ -126,7 +127,6 @@ def main() -> None:
         f"vecsift {kind} {p}, streaming": lambda: np.stack(list(ours.embed_stream(texts))),
     }
     minilm_runs, minilm_outputs = alternate(minilm, args.repeats)
-    encoded = ours.tokenizer.encode(texts, max_tokens=limit)
     stages: dict[str, Callable[[], object]] = {
         "tokenize (texts → Encodings, all cores)": lambda: ours.tokenizer.encode(texts, max_tokens=limit),
         "ring from Encodings (pack, copy, forward)": lambda: embed_distributed(encoded, ours.backends, size),

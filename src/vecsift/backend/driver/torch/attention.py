@@ -48,22 +48,14 @@ class SdpaAttention:
             return self.padded(q, k, v, batch, num_heads, window)
         if self.group_runs and window is None and len(runs) > 1:
             return self.grouped(q, k, v, batch, num_heads)
-        _total, hidden = q.shape
-        head_dim = hidden // num_heads
         out = torch.empty_like(q)
         bounds = batch.cu_seqlens.tolist()
         for first, last, length in runs:
-            rows = slice(bounds[first], bounds[last])
-
-            def heads(x: torch.Tensor, rows: slice = rows, n: int = last - first, length: int = length) -> torch.Tensor:
-                return x[rows].view(n, length, num_heads, head_dim).transpose(1, 2)
-
             band = None
             if window is not None and length > window + 1:
                 offsets = torch.arange(length, device=self.device)
                 band = (offsets[:, None] - offsets[None, :]).abs() <= window
-            context = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=band)
-            out[rows] = context.transpose(1, 2).reshape(-1, hidden)
+            _attend_run(q, k, v, out, slice(bounds[first], bounds[last]), last - first, length, num_heads, band)
         return out
 
     def grouped(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: TokenBatch,
@@ -79,11 +71,7 @@ class SdpaAttention:
         for group in plan[1]:
             rows = slice(group.start, group.end)
             if group.gather is None:
-                def heads(x: torch.Tensor, rows: slice = rows, g: Group = group) -> torch.Tensor:
-                    return x[rows].view(g.count, g.width, num_heads, head_dim).transpose(1, 2)
-
-                context = F.scaled_dot_product_attention(heads(q), heads(k), heads(v))
-                out[rows] = context.transpose(1, 2).reshape(-1, hidden)
+                _attend_run(q, k, v, out, rows, group.count, group.width, num_heads)
                 continue
 
             def padded(x: torch.Tensor, g: Group = group) -> torch.Tensor:
@@ -123,6 +111,19 @@ class SdpaAttention:
         if isinstance(ids, torch.Tensor):
             return ids.to(self.device)
         return torch.from_numpy(np.ascontiguousarray(ids)).to(self.device, non_blocking=True)
+
+
+def _attend_run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, rows: slice, count: int,
+                width: int, num_heads: int, band: torch.Tensor | None = None) -> None:
+    """SDPA over ``count`` inputs of ``width`` tokens each, stored one after another at ``rows`` of the
+    packed batch (views: no padding), written into the same rows of ``out``."""
+    hidden = q.shape[1]
+
+    def heads(x: torch.Tensor) -> torch.Tensor:
+        return x[rows].view(count, width, num_heads, hidden // num_heads).transpose(1, 2)
+
+    context = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=band)
+    out[rows] = context.transpose(1, 2).reshape(-1, hidden)
 
 
 @dataclass(frozen=True)
