@@ -1,0 +1,86 @@
+"""What the CPU can do, as oneDNN will use it: the flags Linux reports, capped by ONEDNN_MAX_CPU_ISA."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vecsift import hardware
+
+AMX_XEON = frozenset({"avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"})
+ZEN4_EPYC = frozenset({"avx512f", "avx512_vnni", "avx512_bf16"})
+OLDER = frozenset({"avx2", "fma"})
+
+
+@pytest.fixture
+def cpu(monkeypatch):
+    """Pretend to be a CPU with the given flags and oneDNN cap (None: unset)."""
+    def pretend(flags: frozenset[str], cap: str | None = None, variable: str = "ONEDNN_MAX_CPU_ISA") -> None:
+        for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+            monkeypatch.delenv(name, raising=False)
+        if cap is not None:
+            monkeypatch.setenv(variable, cap)
+        monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
+        hardware.onednn_isa_cap.cache_clear()
+
+    yield pretend
+    hardware.onednn_isa_cap.cache_clear()
+
+
+def test_flags_decide_without_a_cap(cpu):
+    cpu(AMX_XEON)
+    assert hardware.has_amx_int8() and hardware.has_fast_bf16()
+    cpu(ZEN4_EPYC)
+    assert not hardware.has_amx_int8() and hardware.has_fast_bf16()
+    cpu(OLDER)
+    assert not hardware.has_amx_int8() and not hardware.has_fast_bf16()
+
+
+@pytest.mark.parametrize(("cap", "amx_int8", "bf16"), [
+    ("ALL", True, True), ("AVX512_CORE_AMX", True, True), ("avx10_1_512_amx_fp16", True, True),
+    ("AVX512_CORE_FP16", False, True), ("AVX512_CORE_BF16", False, True),
+    ("AVX512_CORE_VNNI", False, False), ("AVX2", False, False),
+    ("NOT_AN_ISA", True, True),  # oneDNN ignores names it does not know, and so does vecsift
+])
+def test_a_onednn_cap_below_amx_is_a_cpu_without_it(cpu, cap, amx_int8, bf16):
+    cpu(AMX_XEON, cap)
+    assert (hardware.has_amx_int8(), hardware.has_fast_bf16()) == (amx_int8, bf16)
+
+
+def test_the_older_variable_name_and_the_precedence(cpu, monkeypatch):
+    cpu(AMX_XEON, "AVX512_CORE_BF16", variable="DNNL_MAX_CPU_ISA")
+    assert hardware.onednn_isa_cap() == "avx512_core_bf16" and not hardware.has_amx_int8()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")  # the newer name wins, as in oneDNN
+    hardware.onednn_isa_cap.cache_clear()
+    assert hardware.onednn_isa_cap() is None and hardware.has_amx_int8()
+
+
+def test_a_cap_never_adds_what_the_cpu_lacks(cpu):
+    cpu(ZEN4_EPYC, "ALL")
+    assert not hardware.has_amx_int8()
+    cpu(OLDER, "AVX512_CORE_AMX")
+    assert not hardware.has_fast_bf16()
+
+
+def test_the_cpu_model_names_the_cap(cpu):
+    cpu(AMX_XEON, "avx512_core_bf16")
+    hardware.cpu_model.cache_clear()
+    try:
+        assert hardware.cpu_model().endswith(" (oneDNN capped at AVX512_CORE_BF16)")
+    finally:
+        hardware.cpu_model.cache_clear()
+
+
+def test_a_capped_process_chooses_the_non_amx_int8_kernel():
+    """The whole chain in a fresh process, as the test suite runs under a cap: the int8 kernel that is
+    fast without AMX (oneDNN's quantized GEMM is ~270x slower there, measured under this very cap)."""
+    pytest.importorskip("torch")
+    script = ("from vecsift.backend.driver.torch import TorchDriver\n"
+              "print(TorchDriver('cpu', 'int8').int8_kernel)")
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "dequantized"
