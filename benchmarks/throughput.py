@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from benchmarks.shared import alternate, benchmark_arguments, describe_machine, markdown_table, write_section
 from vecsift import Embedder, embed_distributed, load_backend
+from vecsift.hardware import onednn_isa_cap
 from vecsift.scheduling import default_workers
 from vecsift.stdlib_corpus import stdlib_chunks
 
@@ -30,26 +31,29 @@ def gemm_peak_gflops(workers: int) -> dict[str, float]:
     """GEMM throughput per precision on MiniLM's FFN shape at the torch driver's sub-batch size, run the
     way the CPU paths run (one single-threaded GEMM per worker, all at once), with the kernels each path
     uses: fp32 the best of NumPy and torch; bf16 oneDNN's linear; int8 oneDNN's quantized linear (the
-    GEMM alone, without quantizing its input)."""
+    GEMM alone, without quantizing its input), or where int8 runs dequantized (no AMX int8), bf16's."""
     import torch
 
     from vecsift.backend.driver.torch import TorchDriver
-    from vecsift.backend.driver.torch.ops import quantize_per_token
+    from vecsift.backend.driver.torch.ops import default_int8_kernel, quantize_per_token
 
     rows, reps = 2048, 20
     x = torch.randn(rows, 384, generator=torch.Generator().manual_seed(0))
     w = torch.randn(1536, 384, generator=torch.Generator().manual_seed(1))
     x_np, w_np, x_bf16, w_bf16 = x.numpy(), w.numpy(), x.bfloat16(), w.bfloat16()
-    int8_weight = TorchDriver("cpu", "int8").linear_weight(w_np)
-    int8_x, _ = quantize_per_token(x_bf16)
     kernels = {
         "numpy fp32": lambda: x_np @ w_np.T,
         "fp32": lambda: torch.nn.functional.linear(x, w),
         "bf16": lambda: torch.ops.mkldnn._linear_pointwise(x_bf16, w_bf16, None, "none", [], ""),
-        "int8": lambda: torch.ops.onednn.qlinear_pointwise(
-            int8_x, 1.0, 0, int8_weight.packed, int8_weight.scale, int8_weight.zero_points, None, 1.0, 0,
-            torch.bfloat16, "none", [], ""),
     }
+    if default_int8_kernel() == "onednn":
+        int8_weight = TorchDriver("cpu", "int8").linear_weight(w_np)
+        int8_x, _ = quantize_per_token(x_bf16)
+        kernels["int8"] = lambda: torch.ops.onednn.qlinear_pointwise(
+            int8_x, 1.0, 0, int8_weight.packed, int8_weight.scale, int8_weight.zero_points, None, 1.0, 0,
+            torch.bfloat16, "none", [], "")
+    else:
+        kernels["int8"] = kernels["bf16"]
 
     def rate(kernel: Callable[[], object]) -> float:
         def work() -> None:
@@ -175,8 +179,11 @@ def main() -> None:
     report = "\n".join(lines)
     print(report)
     if args.write:
-        write_section("## Throughput, all-MiniLM-L6-v2, CPU", "python -m benchmarks.throughput --write",
-                      report)
+        cap = onednn_isa_cap()
+        capped = f" (oneDNN capped at {cap.upper()}: as without AMX)" if cap else ""
+        command = f"ONEDNN_MAX_CPU_ISA={cap.upper()} " if cap else ""
+        write_section(f"## Throughput, all-MiniLM-L6-v2, CPU{capped}",
+                      f"{command}python -m benchmarks.throughput --write", report)
 
 
 if __name__ == "__main__":

@@ -78,9 +78,13 @@ def test_a_capped_process_chooses_the_non_amx_int8_kernel():
     """The whole chain in a fresh process, as the test suite runs under a cap: the int8 kernel that is
     fast without AMX (oneDNN's quantized GEMM is ~270x slower there, measured under this very cap)."""
     pytest.importorskip("torch")
-    script = ("from vecsift.backend.driver.torch import TorchDriver\n"
-              "print(TorchDriver('cpu', 'int8').int8_kernel)")
+    script = ("from vecsift.backend.driver.torch import TorchDriver, ops\n"
+              "from vecsift.backend.precision import BF16_MIN_SPEEDUP\n"
+              "driver = TorchDriver('cpu', 'int8')\n"
+              "print(driver.int8_kernel, driver.dtype, ops.bf16_gemm_speedup() >= BF16_MIN_SPEEDUP)")
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.strip() == "dequantized"
+    kernel, dtype, bf16_is_faster = run.stdout.split()
+    assert kernel == "dequantized"
+    assert dtype == ("torch.bfloat16" if bf16_is_faster == "True" else "torch.float32")

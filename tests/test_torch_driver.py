@@ -165,6 +165,28 @@ def test_int8_kernel_follows_the_cpu(monkeypatch):
         TorchDriver("cpu", "int8", int8_kernel="vnni")
 
 
+def test_dequantized_int8_runs_in_the_faster_of_bf16_and_fp32(monkeypatch):
+    """Without AMX int8 the GEMMs run in bf16 only where bf16's beat fp32's (measured): AVX-512 BF16 alone
+    is not always faster (oneDNN capped below AMX on a Xeon: ~0.55× fp32), and int8 must never be slower
+    than fp32."""
+    monkeypatch.setattr(ops, "has_amx_int8", lambda: False)
+    monkeypatch.setattr(ops, "has_fast_bf16", lambda: True)
+    monkeypatch.setattr(ops, "bf16_gemm_speedup", lambda: 0.55)
+    slow = TorchDriver("cpu", "int8")
+    assert slow.dtype == torch.float32 and not slow.fused_linear and slow.clone().dtype == torch.float32
+    assert "dequantized to float32" in slow.describe()["int8_kernel"]
+    monkeypatch.setattr(ops, "bf16_gemm_speedup", lambda: 3.0)
+    assert TorchDriver("cpu", "int8").dtype == (torch.bfloat16 if ops.ONEDNN_BF16 else torch.float32)
+    monkeypatch.setattr(ops, "has_fast_bf16", lambda: False)  # bf16 emulated: not even measured
+    monkeypatch.setattr(ops, "bf16_gemm_speedup", lambda: pytest.fail("measured without bf16 hardware"))
+    assert TorchDriver("cpu", "int8").dtype == torch.float32
+
+
+def test_the_bf16_speedup_is_measured_once_per_process():
+    first = ops.bf16_gemm_speedup()
+    assert first > 0 and np.isfinite(first) and ops.bf16_gemm_speedup() == first
+
+
 def test_dequantized_int8_keeps_quality_and_speed(monkeypatch, tokenizer, fp32_reference):
     """The kernel a CPU without AMX int8 gets: close to fp32, and not slower than it (counted in forward
     passes of the same size rather than timed: both run the same GEMMs, in bf16 or fp32)."""

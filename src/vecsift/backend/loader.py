@@ -153,7 +153,12 @@ def auto_precision(kind: str, model: str, files: ModelFiles | None = None,
         reduced = load_backend(kind, model, precision=candidate).embed_batch(encodings)
         return float((fp32 * reduced).sum(axis=1).min())
 
-    return choose_precision(kind, torch_installed(), model_key, probe)
+    def bf16_speedup() -> float:
+        from vecsift.backend.driver.torch import ops
+
+        return ops.bf16_gemm_speedup()
+
+    return choose_precision(kind, torch_installed(), model_key, probe, bf16_speedup)
 
 
 def cuda_available() -> bool:

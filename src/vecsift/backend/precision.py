@@ -2,10 +2,11 @@
 
 ``auto`` picks, once per machine and model, the fastest precision whose vectors stay within min cosine
 :data:`PROBE_MIN_COSINE` of fp32's on a probe: bf16 where it runs in hardware (CPUs with AMX or AVX-512
-BF16, with torch installed; CUDA GPUs), fp32 elsewhere. int8 is never picked: on AMX CPUs it is slower than
-bf16 (benchmarks/RESULTS.md) and without AMX it runs bf16's GEMMs with int8's rounding; it stays an explicit
-choice. The decision and its reason are cached under ``$XDG_CACHE_HOME/vecsift`` (``~/.cache/vecsift``),
-keyed by hardware, torch version and model, so the probe runs once.
+BF16, with torch installed, whose bf16 GEMMs are at least :data:`BF16_MIN_SPEEDUP` times as fast as fp32's;
+CUDA GPUs), fp32 elsewhere. int8 is never picked: on AMX CPUs it is slower than bf16 (benchmarks/RESULTS.md)
+and without AMX it runs bf16's (or fp32's) GEMMs with int8's rounding; it stays an explicit choice. The
+decision and its reason are cached under ``$XDG_CACHE_HOME/vecsift`` (``~/.cache/vecsift``), keyed by
+hardware, torch version and model, so the probes run once.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ SUPPORT: dict[tuple[str, str], tuple[str, ...]] = {
 }
 #: the lowest cosine to fp32 a precision may reach on the probe texts to be picked by ``auto``
 PROBE_MIN_COSINE = 0.996
+#: how many times faster than fp32's a CPU's bf16 GEMMs must be for bf16 to be worth its rounding (AMX: ~9,
+#: an AMD EPYC's AVX-512 BF16: ~3, oneDNN capped below AMX on an Intel Xeon: ~0.55)
+BF16_MIN_SPEEDUP = 1.25
 #: short and long, code and prose: what the probe embeds in fp32 and in the candidate precision
 PROBE_TEXTS = (
     "def retry(fn, attempts=3):\n    for i in range(attempts):\n        try:\n            return fn()\n"
@@ -68,10 +72,11 @@ class PrecisionChoice:
     reason: str
 
 
-def choose_precision(kind: str, torch_installed: bool, model_key: str,
-                     probe: Callable[[str], float]) -> PrecisionChoice:
+def choose_precision(kind: str, torch_installed: bool, model_key: str, probe: Callable[[str], float],
+                     bf16_speedup: Callable[[], float]) -> PrecisionChoice:
     """``auto`` on this machine for the model ``model_key`` names; ``probe(precision)`` embeds the probe texts
-    in that precision and returns the lowest cosine to fp32 (run only when no cached decision exists)."""
+    in that precision and returns the lowest cosine to fp32, ``bf16_speedup()`` measures the CPU's bf16 GEMMs
+    against fp32's (both run only when no cached decision exists)."""
     if not torch_installed:
         return PrecisionChoice("fp32", "torch is not installed: the NumPy driver runs fp32 only")
     if kind == "cpu" and not has_fast_bf16():
@@ -81,11 +86,18 @@ def choose_precision(kind: str, torch_installed: bool, model_key: str,
     cache = _read_cache()
     if key in cache:
         return PrecisionChoice(**cache[key])
+    speedup = bf16_speedup() if kind == "cpu" else None
+    if speedup is not None and speedup < BF16_MIN_SPEEDUP:
+        choice = PrecisionChoice("fp32", f"bf16 GEMMs run only {speedup:.2f}× as fast as fp32's on {hardware} "
+                                         f"(< {BF16_MIN_SPEEDUP})")
+        _write_cache({**cache, key: asdict(choice)})
+        return choice
     cosine = probe("bf16")
     where = "AMX / AVX-512 BF16" if kind == "cpu" else "the GPU"
+    faster = f" (GEMMs {speedup:.1f}× as fast as fp32's)" if speedup is not None else ""
     if cosine >= PROBE_MIN_COSINE:
-        choice = PrecisionChoice("bf16", f"bf16 runs on {where} of {hardware}; min cosine to fp32 on the probe "
-                                         f"{cosine:.4f} ≥ {PROBE_MIN_COSINE}")
+        choice = PrecisionChoice("bf16", f"bf16 runs on {where} of {hardware}{faster}; min cosine to fp32 on the "
+                                         f"probe {cosine:.4f} ≥ {PROBE_MIN_COSINE}")
     else:
         choice = PrecisionChoice("fp32", f"bf16 on {hardware} reached only min cosine {cosine:.4f} to fp32 on the "
                                          f"probe (< {PROBE_MIN_COSINE})")

@@ -43,6 +43,6 @@ def add_engine_options(parser: argparse.ArgumentParser, precision: str) -> None:
     parser.add_argument("--driver", default=None, choices=DRIVERS,
                         help="compute driver (default: the fastest available for the precision)")
     parser.add_argument("--precision", default=precision, choices=(AUTO, *PRECISIONS),
-                        help=f"{AUTO}: bf16 where it runs in hardware (AMX / AVX-512 BF16 CPUs, GPUs) and passes a "
-                             f"probe against fp32, else fp32; bf16 and int8 on CPU, bf16 and fp16 on CUDA (torch "
-                             f"driver) (default: {precision})")
+                        help=f"{AUTO}: bf16 where it runs fast in hardware (AMX / AVX-512 BF16 CPUs whose bf16 "
+                             f"GEMMs beat fp32's, GPUs) and passes a probe against fp32, else fp32; bf16 and int8 on "
+                             f"CPU, bf16 and fp16 on CUDA (torch driver) (default: {precision})")

@@ -31,7 +31,8 @@ def _index_options(parser: argparse.ArgumentParser) -> None:
                         help="skip files larger than this many bytes (default: %(default)s)")
     parser.add_argument("--precision", default=AUTO, choices=(AUTO, *SUPPORT[("cpu", "torch")]),
                         help="precision the index is embedded in (default: auto = bf16 on CPUs with AMX or "
-                             "AVX-512 BF16 when it passes a probe against fp32, else fp32)")
+                             "AVX-512 BF16 when its GEMMs beat fp32's and it passes a probe against fp32, "
+                             "else fp32)")
     parser.add_argument("--workers", type=positive_int, default=None, help="CPU worker threads for embedding")
     add_model_option(parser)
 

@@ -24,7 +24,7 @@ from vecsift.backend.precision import check_supported
 from vecsift.backend.token_batch import TokenBatch
 from vecsift.errors import BackendError
 
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": ops.INT8_ACTIVATIONS}
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: tokens per CPU forward call: the GEMM outputs of ~2k tokens stay in cache (at 8k, FFN GEMMs lose ~20%)
 _CPU_BATCH_TOKENS = 2048
 
@@ -42,7 +42,7 @@ class TorchDriver(Driver[torch.Tensor]):
             raise BackendError("torch sees no CUDA device (torch.cuda.is_available() is False)")
         self.device = torch.device(device)
         self._precision = precision
-        self.dtype = _DTYPES[precision]
+        self.dtype = ops.int8_activations(self.int8_kernel) if self.int8_kernel else _DTYPES[precision]
         self.is_gpu = kind == "cuda"
         self.device_label = "CUDA" if self.is_gpu else "CPU"
         self.preferred_batch_tokens = 1 << 20 if self.is_gpu else _CPU_BATCH_TOKENS

@@ -4,19 +4,24 @@ int8 (CPU) is dynamic quantization of the linear layers: weights int8 per output
 per token (quantized on the fly), multiplied by oneDNN's quantized linear on AMX int8 tiles (int32
 accumulation) and rescaled. Without AMX int8 that GEMM runs ~100× slower than fp32 (an AMD EPYC with
 AVX-512 VNNI: 3.5 s for one 10-token text), so there the int8 weights are dequantized once at load and the
-linear layers run in the activation dtype: int8's rounding, bf16's speed. Per-tensor activation scales, as
+linear layers run in the activation dtype: int8's rounding, at the speed of bf16 where its GEMMs are faster
+than fp32's (measured once per process: AVX-512 BF16 alone may not be), else of fp32. Per-tensor activation scales, as
 in torch's ``quantized.linear_dynamic``, are cheaper but cost too much accuracy on outlier tokens (min
 cosine 0.946–0.971 against 0.997 per token).
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 import torch
 
-from vecsift.hardware import has_amx_int8
+from vecsift.backend.precision import BF16_MIN_SPEEDUP
+from vecsift.hardware import has_amx_int8, has_fast_bf16
 
 
 def has_onednn_op(namespace: str, name: str) -> bool:
@@ -31,9 +36,8 @@ ONEDNN_LINEAR = has_onednn_op("mkldnn", "_linear_pointwise")
 ONEDNN_INT8 = has_onednn_op("onednn", "qlinear_pointwise")
 #: how int8 linear layers run: oneDNN's quantized GEMM, or int8 weights dequantized at load (see above)
 INT8_KERNELS = ("onednn", "dequantized")
-#: activations between the int8 GEMMs: bf16 where oneDNN runs it natively (AVX512-BF16/AMX)
-INT8_ACTIVATIONS = (torch.bfloat16 if has_onednn_op("mkldnn", "_is_mkldnn_bf16_supported")
-                    and torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32)
+#: whether oneDNN runs bf16 here at all (natively or emulated)
+ONEDNN_BF16 = has_onednn_op("mkldnn", "_is_mkldnn_bf16_supported") and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 #: activation scales are amax/127 enlarged by this much, so that rounding of ``x / scale`` in bf16 can
 #: never reach 128 (which would wrap around in int8) and no clamp pass is needed
 _QUANT_MARGIN = 1 + 2**-6
@@ -51,6 +55,43 @@ class Int8Weight:
 def default_int8_kernel() -> str:
     """oneDNN's quantized linear where the CPU has AMX int8 tiles, dequantized weights elsewhere."""
     return "onednn" if ONEDNN_INT8 and has_amx_int8() else "dequantized"
+
+
+@cache
+def bf16_gemm_speedup() -> float:
+    """How many times faster this CPU runs MiniLM's FFN GEMM in bf16 than in fp32 (best of five each, with
+    the threads torch has): ~9 with AMX, ~3 with an AMD EPYC's AVX-512 BF16, below 1 where bf16 is emulated
+    or oneDNN is capped below its bf16 kernels. About 0.1 s, once per process."""
+    if not ONEDNN_BF16:
+        return 0.0
+    generator = torch.Generator().manual_seed(0)
+    x, weight = torch.randn(1024, 384, generator=generator), torch.randn(1536, 384, generator=generator)
+    x16, weight16 = x.bfloat16(), weight.bfloat16()
+    linear16 = ((lambda: onednn_linear(x16, weight16, None, gelu=False)) if ONEDNN_LINEAR  # the driver's bf16 GEMM
+                else (lambda: torch.nn.functional.linear(x16, weight16)))
+
+    def best(gemm: Callable[[], torch.Tensor]) -> float:
+        gemm()  # warm-up: oneDNN builds its kernel on the first call
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            gemm()
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    return best(lambda: torch.nn.functional.linear(x, weight)) / best(linear16)
+
+
+def int8_activations(kernel: str) -> torch.dtype:
+    """The dtype int8's activations (and, dequantized, its GEMMs) run in: bf16 on oneDNN's quantized path
+    (AMX), and dequantized where bf16 is in hardware and its GEMMs beat fp32's by
+    :data:`~vecsift.backend.precision.BF16_MIN_SPEEDUP`; fp32 otherwise, so int8 is never slower than fp32."""
+    if not ONEDNN_BF16:
+        return torch.float32
+    if kernel == "onednn":
+        return torch.bfloat16
+    fast = has_fast_bf16() and bf16_gemm_speedup() >= BF16_MIN_SPEEDUP
+    return torch.bfloat16 if fast else torch.float32
 
 
 def quantize_weight(array: np.ndarray, kernel: str, dtype: torch.dtype) -> Int8Weight | torch.Tensor:
