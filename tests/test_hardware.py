@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -88,3 +89,16 @@ def test_a_capped_process_chooses_the_non_amx_int8_kernel():
     kernel, dtype, bf16_is_faster = run.stdout.split()
     assert kernel == "dequantized"
     assert dtype == ("torch.bfloat16" if bf16_is_faster == "True" else "torch.float32")
+
+
+def test_info_names_the_cpu_and_its_cap(cpu, capsys):
+    from vecsift.cli.main import main
+
+    cpu(AMX_XEON, "AVX512_CORE_VNNI")
+    hardware.cpu_model.cache_clear()
+    try:
+        assert main(["info", "--driver", "numpy", "--json"]) == 0
+        facts = json.loads(capsys.readouterr().out)
+        assert facts["cpu"] == hardware.cpu_model() and facts["cpu"].endswith("(oneDNN capped at AVX512_CORE_VNNI)")
+    finally:
+        hardware.cpu_model.cache_clear()

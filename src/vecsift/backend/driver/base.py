@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from vecsift.backend.token_batch import TokenBatch
+from vecsift.hardware import cpu_model
 
 Tensor = TypeVar("Tensor")
 
@@ -130,5 +131,6 @@ class Driver(ABC, Generic[Tensor]):
         """Rows scaled to unit L2 norm."""
 
     def describe(self) -> dict[str, Any]:
-        """Facts for ``vecsift info``."""
-        return {"driver": self.label, "precision": self.precision(), "device": "gpu" if self.is_gpu else "cpu"}
+        """Facts for ``vecsift info`` (on a CPU, which one: it decides kernels and precisions)."""
+        facts = {"driver": self.label, "precision": self.precision(), "device": "gpu" if self.is_gpu else "cpu"}
+        return facts if self.is_gpu else {**facts, "cpu": cpu_model()}
