@@ -31,11 +31,12 @@ def gemm_peak_gflops(workers: int) -> dict[str, float]:
     """GEMM throughput per precision on MiniLM's FFN shape at the torch driver's sub-batch size, run the
     way the CPU paths run (one single-threaded GEMM per worker, all at once), with the kernels each path
     uses: fp32 the best of NumPy and torch; bf16 oneDNN's linear; int8 oneDNN's quantized linear (the
-    GEMM alone, without quantizing its input), or where int8 runs dequantized (no AMX int8), bf16's."""
+    GEMM alone, without quantizing its input), or where int8 runs dequantized (no AMX int8), the GEMM of
+    the dtype it runs in (bf16's or fp32's)."""
     import torch
 
     from vecsift.backend.driver.torch import TorchDriver
-    from vecsift.backend.driver.torch.ops import default_int8_kernel, quantize_per_token
+    from vecsift.backend.driver.torch.ops import default_int8_kernel, int8_activations, quantize_per_token
 
     rows, reps = 2048, 20
     x = torch.randn(rows, 384, generator=torch.Generator().manual_seed(0))
@@ -52,7 +53,7 @@ def gemm_peak_gflops(workers: int) -> dict[str, float]:
         kernels["int8"] = lambda: torch.ops.onednn.qlinear_pointwise(
             int8_x, 1.0, 0, int8_weight.packed, int8_weight.scale, int8_weight.zero_points, None, 1.0, 0,
             torch.bfloat16, "none", [], "")
-    else:
+    elif int8_activations("dequantized") == torch.bfloat16:
         kernels["int8"] = kernels["bf16"]
 
     def rate(kernel: Callable[[], object]) -> float:
@@ -77,6 +78,7 @@ def gemm_peak_gflops(workers: int) -> dict[str, float]:
         finally:
             torch.set_num_threads(saved)
     peaks["fp32"] = max(peaks["fp32"], peaks.pop("numpy fp32"))
+    peaks.setdefault("int8", peaks["fp32"])  # dequantized int8 running fp32's GEMMs
     return peaks
 
 
