@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-import signal
 import sys
-import threading
 import warnings
 from types import ModuleType
 
@@ -16,6 +14,7 @@ from vecsift.backend.driver.numpy_driver import NumpyDriver
 from vecsift.backend.generic import GenericBackend
 from vecsift.backend.precision import AUTO, PROBE_TEXTS, SUPPORT, PrecisionChoice, check_supported, choose_precision
 from vecsift.errors import BackendError
+from vecsift.interrupts import interrupts_held
 from vecsift.models.arch_config import arch_config
 from vecsift.models.config import ModelFiles, load_model_files
 from vecsift.models.resolve import DEFAULT_MODEL
@@ -36,19 +35,15 @@ def torch_installed() -> bool:
 
 
 def import_torch() -> ModuleType:
-    """torch, imported with SIGINT and SIGTERM held back until the import is done. A signal handled inside
-    torch's native import code raises KeyboardInterrupt through C++ and aborts the interpreter
-    (``terminate called ... pybind11::error_already_set``, exit 134); held back, it arrives a moment later
-    as an ordinary KeyboardInterrupt, and the command exits 130 or 143 as at any other moment."""
-    if "torch" in sys.modules or threading.current_thread() is not threading.main_thread():
+    """torch, imported with SIGINT and SIGTERM held back until the import is done (a signal handled inside
+    torch's native import code aborts the interpreter: :mod:`vecsift.interrupts`); held back, it arrives a
+    moment later as an ordinary KeyboardInterrupt, and the command exits 130 or 143 as at any other moment."""
+    if "torch" in sys.modules:
         import torch
 
         return torch
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    try:
+    with interrupts_held():
         import torch
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
     return torch
 
 
@@ -154,6 +149,7 @@ def auto_precision(kind: str, model: str, files: ModelFiles | None = None,
         return float((fp32 * reduced).sum(axis=1).min())
 
     def bf16_speedup() -> float:
+        import_torch()
         from vecsift.backend.driver.torch import ops
 
         return ops.bf16_gemm_speedup()

@@ -12,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vecsift import __version__
 from vecsift.cli.entry import Terminated, _terminate
@@ -21,8 +22,12 @@ from vecsift.cli.ray_embed import add_ray_options, check_ray_arguments, run_ray_
 from vecsift.cli.search import add_search_commands, run_index, run_mcp, run_search, run_status, run_watch
 from vecsift.cli.serve import add_serve_command, run_serve
 from vecsift.errors import UsageError, VecsiftError
+from vecsift.interrupts import interrupts_held
 from vecsift.search.walk import Skipped
 from vecsift.sources import Record, check_paths, read_jsonl, read_lines, read_paths
+
+if TYPE_CHECKING:
+    from vecsift.embedder import Embedder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,9 +85,16 @@ def _records(args: argparse.Namespace, skipped: Skipped) -> Iterator[Record]:
     return generate()
 
 
-def _embed(args: argparse.Namespace) -> int:
-    from vecsift.embedder import Embedder
+def _embedder_class() -> type[Embedder]:
+    """The engine's front, imported with Ctrl-C held back (a signal inside the import machinery is lost in
+    a callback or marks the process to kill itself at exit: :mod:`vecsift.interrupts`)."""
+    with interrupts_held():
+        from vecsift.embedder import Embedder
+    return Embedder
 
+
+def _embed(args: argparse.Namespace) -> int:
+    Embedder = _embedder_class()
     check_ray_arguments(args)
     if args.engine == "ray":
         return run_ray_embed(args)
@@ -123,8 +135,7 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from vecsift.embedder import Embedder
-
+    Embedder = _embedder_class()
     facts = Embedder(args.model, kind=args.kind, driver=args.driver, precision=args.precision).describe()
     if args.json:
         print(json.dumps(facts, indent=2))
@@ -136,13 +147,15 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() \
         else None
+    command = None
     try:
+        args = build_parser().parse_args(argv)  # inside: a Ctrl-C while the parser is built is one line too
+        command = args.command
         handler = {"embed": _embed, "info": _info, "search": run_search, "index": run_index, "status": run_status,
                    "watch": run_watch, "mcp": run_mcp, "serve": run_serve}
-        return handler[args.command](args)
+        return handler[command](args)
     except VecsiftError as err:
         print(f"vecsift: error: {err}", file=sys.stderr)
         return 1
@@ -152,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as stop:
         terminated = isinstance(stop, Terminated)
         print(f"vecsift: {'terminated' if terminated else 'interrupted'}"
-              + ("; no output was written" if args.command == "embed" else ""), file=sys.stderr)
+              + ("; no output was written" if command == "embed" else ""), file=sys.stderr)
         return 143 if terminated else 130
     finally:
         if previous is not None:
