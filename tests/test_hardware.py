@@ -26,9 +26,11 @@ def cpu(monkeypatch):
             monkeypatch.setenv(variable, cap)
         monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
         hardware.onednn_isa_cap.cache_clear()
+        hardware.cpu_model.cache_clear()
 
     yield pretend
     hardware.onednn_isa_cap.cache_clear()
+    hardware.cpu_model.cache_clear()
 
 
 def test_flags_decide_without_a_cap(cpu):
@@ -68,11 +70,7 @@ def test_a_cap_never_adds_what_the_cpu_lacks(cpu):
 
 def test_the_cpu_model_names_the_cap(cpu):
     cpu(AMX_XEON, "avx512_core_bf16")
-    hardware.cpu_model.cache_clear()
-    try:
-        assert hardware.cpu_model().endswith(" (oneDNN capped at AVX512_CORE_BF16)")
-    finally:
-        hardware.cpu_model.cache_clear()
+    assert hardware.cpu_model().endswith(" (oneDNN capped at AVX512_CORE_BF16)")
 
 
 def test_a_capped_process_chooses_the_non_amx_int8_kernel():
@@ -95,10 +93,6 @@ def test_info_names_the_cpu_and_its_cap(cpu, capsys):
     from vecsift.cli.main import main
 
     cpu(AMX_XEON, "AVX512_CORE_VNNI")
-    hardware.cpu_model.cache_clear()
-    try:
-        assert main(["info", "--driver", "numpy", "--json"]) == 0
-        facts = json.loads(capsys.readouterr().out)
-        assert facts["cpu"] == hardware.cpu_model() and facts["cpu"].endswith("(oneDNN capped at AVX512_CORE_VNNI)")
-    finally:
-        hardware.cpu_model.cache_clear()
+    assert main(["info", "--driver", "numpy", "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["cpu"] == hardware.cpu_model() and facts["cpu"].endswith("(oneDNN capped at AVX512_CORE_VNNI)")

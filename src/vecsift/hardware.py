@@ -20,35 +20,33 @@ _ONEDNN_ISAS = {"sse41": 0x1, "avx": 0x3, "avx2": 0x7, "avx2_vnni": 0xF, "avx2_v
                 "avx512_core_amx_fp16": 0x1FEF}
 
 
-@cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags Linux reports (empty elsewhere)."""
+def _cpuinfo_field(name: str) -> str | None:
+    """The first value of ``name`` in /proc/cpuinfo (None where there is none, or no /proc)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
             for line in handle:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
+                if line.startswith(name):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return frozenset()
+    return None
+
+
+@cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags Linux reports (empty elsewhere)."""
+    return frozenset((_cpuinfo_field("flags") or "").split())
 
 
 @cache
 def cpu_model() -> str:
     """The CPU's model name as Linux reports it (``platform.processor()`` elsewhere), with oneDNN's ISA cap
     when one is set (it changes what runs fast, and so what is chosen and measured)."""
-    cap = onednn_isa_cap()
-    suffix = f" (oneDNN capped at {cap.upper()})" if cap else ""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip() + suffix
-    except OSError:
-        pass
     import platform
 
-    return (platform.processor() or "unknown CPU") + suffix
+    name = _cpuinfo_field("model name") or platform.processor() or "unknown CPU"
+    cap = onednn_isa_cap()
+    return f"{name} (oneDNN capped at {cap.upper()})" if cap else name
 
 
 @cache

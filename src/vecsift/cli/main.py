@@ -85,16 +85,15 @@ def _records(args: argparse.Namespace, skipped: Skipped) -> Iterator[Record]:
     return generate()
 
 
-def _embedder_class() -> type[Embedder]:
-    """The engine's front, imported with Ctrl-C held back (a signal inside the import machinery is lost in
-    a callback or marks the process to kill itself at exit: :mod:`vecsift.interrupts`)."""
+def _embedder(args: argparse.Namespace, **options: int | None) -> Embedder:
+    """The engine the options name, its modules imported with Ctrl-C held back (a signal inside the import
+    machinery is lost in a callback or marks the process to kill itself at exit: :mod:`vecsift.interrupts`)."""
     with interrupts_held():
         from vecsift.embedder import Embedder
-    return Embedder
+    return Embedder(args.model, kind=args.kind, driver=args.driver, precision=args.precision, **options)
 
 
 def _embed(args: argparse.Namespace) -> int:
-    Embedder = _embedder_class()
     check_ray_arguments(args)
     if args.engine == "ray":
         return run_ray_embed(args)
@@ -102,8 +101,7 @@ def _embed(args: argparse.Namespace) -> int:
     records = _records(args, skipped)
     fmt = infer_format(args.output, args.format)
     check_output_folder(args.output)  # before the model loads
-    embedder = Embedder(args.model, kind=args.kind, driver=args.driver, precision=args.precision,
-                        batch_size=args.batch_size, workers=args.workers, max_tokens=args.max_tokens)
+    embedder = _embedder(args, batch_size=args.batch_size, workers=args.workers, max_tokens=args.max_tokens)
     ids: deque[str] = deque()  # ids of texts pulled but not yet written, in order
 
     def texts() -> Iterator[str]:
@@ -135,8 +133,7 @@ def _embed(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    Embedder = _embedder_class()
-    facts = Embedder(args.model, kind=args.kind, driver=args.driver, precision=args.precision).describe()
+    facts = _embedder(args).describe()
     if args.json:
         print(json.dumps(facts, indent=2))
     else:
