@@ -291,3 +291,15 @@ def test_the_summary_counts_truncated_texts_and_invalid_utf8_names_its_line(tmp_
     (tmp_path / "in.jsonl").write_bytes(b'{"text": "ok"}\n{"text": "\xc3("}\n')
     assert main(["embed", "--no-progress", "--driver", "numpy", "--jsonl", str(tmp_path / "in.jsonl")]) == 1
     assert "in.jsonl:2: not valid UTF-8" in capsys.readouterr().err
+
+
+def test_ctrl_c_while_the_command_line_is_parsed_is_one_line(monkeypatch, capsys):
+    """The parser is built before any command runs; an interrupt there once escaped as a traceback."""
+    from vecsift.cli import main as cli
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert main(["embed", "-o", "x.npy"]) == 130
+    assert capsys.readouterr().err == "vecsift: interrupted\n"
