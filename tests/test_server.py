@@ -45,9 +45,11 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(*extra: str) -> Iterator[Server]:
+def running_server(*extra: str, own_group: bool = False) -> Iterator[Server]:
+    """``own_group``: the server leads a process group of its own, as a command started in a terminal does."""
     process = subprocess.Popen([sys.executable, "-m", "vecsift", "serve", "--port", "0", "--precision", "fp32",
-                                *extra], stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                                *extra], stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                               start_new_session=own_group)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stderr], daemon=True).start()
     url = None
@@ -284,8 +286,29 @@ def test_overload_is_refused_at_once_and_the_server_recovers():
         assert _resident_kb(server.process.pid) - before < 300_000  # bounded: refused work is never queued
 
 
-def test_sigterm_lets_requests_in_flight_finish_and_exits_0():
-    with running_server("--max-batch-tokens", "512") as server:
+def lane_processes(server: Server) -> set[int]:
+    """Pids of the server's lane processes (its children started by multiprocessing's spawn), from /proc."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):  # gone meanwhile
+            if (entry.name.isdigit() and b"spawn_main" in (entry / "cmdline").read_bytes()
+                    and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == server.process.pid):
+                found.add(int(entry.name))
+    return found
+
+
+def wait_gone(pids: set[int], guard: float = 30.0) -> bool:
+    deadline = time.monotonic() + guard
+    while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not any(Path(f"/proc/{pid}").exists() for pid in pids)
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM to the server", "Ctrl-C in its terminal (SIGINT to the process group)"])
+def test_a_stop_lets_requests_in_flight_finish_and_exits_0(stop):
+    with running_server("--max-batch-tokens", "512", "--workers", "2", own_group=True) as server:
+        lanes = lane_processes(server)
+        assert len(lanes) == 2
         results: list[int] = []
 
         def send():
@@ -296,11 +319,43 @@ def test_sigterm_lets_requests_in_flight_finish_and_exits_0():
         for sender in senders:
             sender.start()
         time.sleep(1.0)  # the requests are queued or computing
-        server.process.send_signal(signal.SIGTERM)
+        if stop.startswith("SIGTERM"):
+            server.process.send_signal(signal.SIGTERM)
+        else:  # the lanes get it too, and must not die of it
+            os.killpg(server.process.pid, signal.SIGINT)
         for sender in senders:
             sender.join(120)
         assert server.process.wait(60) == 0
         assert results == [200, 200, 200, 200]
+        assert wait_gone(lanes)
+
+
+def test_a_lane_process_that_dies_makes_the_server_unhealthy_not_hung():
+    with running_server("--workers", "2") as server, httpx.Client(base_url=server.url, timeout=60) as client:
+        lanes = lane_processes(server)
+        assert len(lanes) == 2
+        assert client.post("/embed", json={"inputs": TEXTS}).status_code == 200
+        os.kill(min(lanes), signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while client.get("/health").status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        health = client.get("/health")
+        assert health.status_code == 503 and health.json()["error_type"] == "Unhealthy"
+        refused = client.post("/embed", json={"inputs": TEXTS})
+        assert refused.status_code == 503 and refused.json()["error_type"] == "Unhealthy"
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(60) == 0
+        assert wait_gone(lanes)
+    printed = "".join(iter_lines(server.lines))
+    assert "Traceback" not in printed
+
+
+def iter_lines(lines: queue.Queue) -> Iterator[str]:
+    while True:
+        try:
+            yield lines.get(timeout=0.5)
+        except queue.Empty:
+            return
 
 
 def test_search_route(tmp_path):

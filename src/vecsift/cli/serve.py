@@ -31,6 +31,9 @@ def add_serve_command(commands: Any) -> None:
     serve.add_argument("--api-key", default=os.environ.get("VECSIFT_API_KEY"),
                        help="require `Authorization: Bearer KEY` (default: $VECSIFT_API_KEY; none: open)")
     serve.add_argument("--index", default=None, metavar="PATH", help="also serve POST /search over this folder")
+    serve.add_argument("--in-process-lanes", action="store_true",
+                       help="compute on the CPU in threads of the server process (less memory; slower under load, "
+                            "where the forward passes and the HTTP work share one GIL)")
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -56,7 +59,8 @@ def run_serve(args: argparse.Namespace) -> int:
         model_id=args.model, max_batch_tokens=args.max_batch_tokens,
         max_concurrent_requests=args.max_concurrent_requests, max_client_batch_size=args.max_client_batch_size,
         payload_limit=args.payload_limit, api_key=args.api_key, overload_status=args.overload_status,
-        tokenization_workers=args.tokenization_workers, batch_size=args.batch_size, workers=args.workers)
+        tokenization_workers=args.tokenization_workers, batch_size=args.batch_size, workers=args.workers,
+        lane_processes=not args.in_process_lanes)
     try:
         sock = bind(args.host, args.port)
     except OSError as err:

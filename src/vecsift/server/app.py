@@ -29,10 +29,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vecsift import __version__
+from vecsift.backend.generic import GenericBackend
 from vecsift.embedder import Embedder
 from vecsift.encoding import Encoding
 from vecsift.errors import EncodingError, UsageError, VecsiftError
 from vecsift.server.batcher import Batcher, BatchStats, Job
+from vecsift.server.lane_process import LaneSpec
 from vecsift.server.metrics import Metrics
 from vecsift.server.protocol import (
     ApiError,
@@ -63,6 +65,7 @@ class ServerSettings:
     batch_size: int = 32  # inputs per unit of the CPU worker pool
     workers: int | None = None
     inline_tokenize_chars: int = 4096  # smaller requests are tokenized on the event loop (a thread hop costs more)
+    lane_processes: bool = True  # CPU lanes compute in processes of their own (see server/lane_process.py)
 
 
 class _Server:
@@ -86,7 +89,14 @@ class _Server:
     def start(self) -> None:
         self.batcher = Batcher(self.embedder.backends, max_batch_tokens=self.settings.max_batch_tokens,
                                batch_size=self.settings.batch_size, workers=self.settings.workers,
-                               on_batch=self._batch_done)
+                               on_batch=self._batch_done, lane_spec=self._lane_spec())
+
+    def _lane_spec(self) -> LaneSpec | None:
+        """What a lane process needs to build this backend again; None keeps the lanes in this process."""
+        backend = self.embedder.backends[0]
+        if not self.settings.lane_processes or not isinstance(backend, GenericBackend):
+            return None
+        return LaneSpec(self.embedder.model, backend.driver.label, backend.driver.precision())
 
     def stop(self) -> None:
         if self.batcher is not None:

@@ -22,6 +22,7 @@ whose client has gone is dropped before it is computed. The event loop itself ne
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from collections import deque
@@ -33,9 +34,10 @@ import numpy as np
 
 from vecsift.backend.contract import EmbedBackend
 from vecsift.encoding import Encoding
-from vecsift.errors import VecsiftError
+from vecsift.errors import BackendError, VecsiftError
 from vecsift.scheduling.distributed import embed_distributed
 from vecsift.scheduling.threads import default_workers, single_threaded_kernels
+from vecsift.server.lane_process import LaneProcess, LaneSpec
 
 # The longest a free lane waits for its share of the outstanding inputs. One lane: 10 ms took 64 busy
 # single-text clients from batches of ~32 (alternating halves) to ~63 and from 650 to 860 texts/s here
@@ -78,12 +80,15 @@ class Batcher:
     """Owns the lanes (threads); ``submit`` is safe from any thread."""
 
     def __init__(self, backends: Sequence[EmbedBackend], *, max_batch_tokens: int, batch_size: int,
-                 workers: int | None, on_batch: Callable[[BatchStats], None] | None = None) -> None:
+                 workers: int | None, on_batch: Callable[[BatchStats], None] | None = None,
+                 lane_spec: LaneSpec | None = None) -> None:
         self.backends = list(backends)
         self.max_batch_tokens = max_batch_tokens
         self.batch_size = batch_size
         self.workers = workers
         self.on_batch = on_batch
+        self.lane_spec = lane_spec
+        self._processes: list[LaneProcess] = []
         self._queue: deque[Job] = deque()
         self._wake = threading.Condition()
         self._stopping = False
@@ -104,14 +109,28 @@ class Batcher:
         for lane in self._lanes:
             lane.start()
 
-    def _lane_backends(self) -> list[EmbedBackend] | None:
-        """One clone per CPU lane, or None for a single lane on the scheduler (GPUs, one worker)."""
+    def _lane_backends(self) -> list[EmbedBackend | LaneProcess] | None:
+        """One clone (or, with ``lane_spec``, one process) per CPU lane, or None for a single lane on the
+        scheduler (GPUs, one worker)."""
         if len(self.backends) != 1 or self.backends[0].is_gpu() or not self.backends[0].supports_clone():
             return None
         lanes = self.workers or default_workers()
         if lanes < 2:
             return None
+        if self.lane_spec is not None:
+            self._processes = [LaneProcess(self.lane_spec, f"vecsift-lane-{n}") for n in range(lanes)]
+            try:
+                for process in self._processes:
+                    process.wait_ready()
+            except BaseException:
+                self._close_processes()
+                raise
+            return list(self._processes)
         return [self.backends[0]] + [self.backends[0].clone_backend() for _ in range(lanes - 1)]
+
+    def _close_processes(self) -> None:
+        for process in self._processes:
+            process.close()
 
     @property
     def lanes(self) -> int:
@@ -122,7 +141,8 @@ class Batcher:
         return len(self._queue)
 
     def healthy(self) -> bool:
-        return all(lane.is_alive() for lane in self._lanes) and self.failure is None
+        return (all(lane.is_alive() for lane in self._lanes) and all(p.alive for p in self._processes)
+                and self.failure is None)
 
     def submit(self, job: Job) -> None:
         with self._wake:
@@ -138,6 +158,7 @@ class Batcher:
         deadline = time.monotonic() + timeout
         for lane in self._lanes:
             lane.join(max(0.0, deadline - time.monotonic()))
+        self._close_processes()
         self._kernels.close()
 
     def _take_batch(self) -> list[tuple[Job, int, int]] | None:
@@ -213,15 +234,35 @@ class Batcher:
                 return
             self._wake.wait(remaining)
 
-    def _run(self, backend: EmbedBackend | None) -> None:
+    def _run(self, backend: EmbedBackend | LaneProcess | None) -> None:
         try:
             while (batch := self._take_batch()) is not None:
                 self._compute(batch, backend)
+                if isinstance(backend, LaneProcess) and not backend.alive:
+                    self._lane_lost(BackendError(f"lane process {backend.name} ended (status {backend.exitcode})"))
+                    return
         except BaseException as err:  # a lane must not die silently: /health reports it
-            self.failure = err
+            self._lane_lost(err)
             raise
 
-    def _embed(self, encodings: list[Encoding], normalize: bool, backend: EmbedBackend | None) -> np.ndarray:
+    def _lane_lost(self, err: BaseException) -> None:
+        """A lane is gone: /health reports it from now on, and what is queued is answered with the error
+        rather than left waiting."""
+        self.failure = err
+        print(f"vecsift: a lane stopped ({err}); /health reports the server unhealthy", file=sys.stderr, flush=True)
+        with self._wake:
+            stranded = list(self._queue)
+            self._queue.clear()
+            for job in stranded:
+                self._finished += len(job.encodings) - job.next_input
+        with self._results:
+            for job in stranded:
+                if not job.delivered:
+                    job.cancelled = job.delivered = True
+                    job.deliver(None, err, max(job.queue_seconds, 0.0), job.inference_seconds)
+
+    def _embed(self, encodings: list[Encoding], normalize: bool, backend: EmbedBackend | LaneProcess | None
+               ) -> np.ndarray:
         if backend is None:  # the scheduler: GPU ring or worker pool
             if normalize:
                 return embed_distributed(encodings, self.backends, self.batch_size, self.workers)
@@ -230,12 +271,15 @@ class Batcher:
         # a lane's own clone: length-sorted, so attention runs over few equal-length runs
         order = np.argsort(np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings)), kind="stable")
         ordered = [encodings[i] for i in order.tolist()]
-        vectors = backend.embed_batch(ordered) if normalize else backend.embed_pooled(ordered)
+        if isinstance(backend, LaneProcess):
+            vectors = backend.embed(self.backends[0].prepare_batch(ordered), normalize)  # CPU: host arrays
+        else:
+            vectors = backend.embed_batch(ordered) if normalize else backend.embed_pooled(ordered)
         out = np.empty_like(vectors)
         out[order] = vectors
         return out
 
-    def _compute(self, batch: list[tuple[Job, int, int]], backend: EmbedBackend | None) -> None:
+    def _compute(self, batch: list[tuple[Job, int, int]], backend: EmbedBackend | LaneProcess | None) -> None:
         started = time.perf_counter()
         encodings = [e for job, first, last in batch for e in job.encodings[first:last]]
         for job, _, _ in batch:

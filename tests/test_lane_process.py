@@ -1,0 +1,150 @@
+"""A server lane's forward passes in a child process (`vecsift.server.lane_process`): the same vectors as
+the engine in this process, typed errors back over the pipe, and a child that never outlives its lane."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from vecsift.backend.loader import load_backend
+from vecsift.backend.token_batch import TokenBatch
+from vecsift.errors import BackendError, VecsiftError
+from vecsift.scheduling.threads import single_threaded_kernels
+from vecsift.server.batcher import Batcher, Job
+from vecsift.server.lane_process import LaneProcess, LaneSpec
+from vecsift.tokenizer import load_tokenizer
+
+MODEL = "all-MiniLM-L6-v2"
+TEXTS = ["retry a request with exponential backoff", "parse a configuration file", "def add(a, b): return a + b",
+         "x", "least recently used cache " * 20]
+NUMPY_FP32 = LaneSpec(MODEL, "numpy", "fp32")
+
+
+@pytest.fixture(scope="module")
+def lane() -> Iterator[LaneProcess]:
+    started = LaneProcess(NUMPY_FP32, "test-lane")
+    try:
+        started.wait_ready()
+        yield started
+    finally:
+        started.close()
+
+
+@pytest.fixture(scope="module")
+def encodings() -> list:
+    return load_tokenizer(MODEL).encode(TEXTS)
+
+
+def _reference(spec: LaneSpec, encodings: list, normalize: bool = True) -> tuple[np.ndarray, TokenBatch]:
+    """What the same backend computes in this process, single-threaded as a lane runs it."""
+    backend = load_backend("cpu", spec.model, driver=spec.driver, precision=spec.precision)
+    with single_threaded_kernels([backend]):
+        rows = backend.embed_batch(encodings) if normalize else backend.embed_pooled(encodings)
+    return rows, backend.prepare_batch(encodings)
+
+
+def test_a_lane_process_computes_what_this_process_computes(lane, encodings):
+    expected, batch = _reference(NUMPY_FP32, encodings)
+    np.testing.assert_array_equal(lane.embed(batch, normalize=True), expected)  # same kernels, one thread each
+    pooled, _ = _reference(NUMPY_FP32, encodings, normalize=False)
+    np.testing.assert_array_equal(lane.embed(batch, normalize=False), pooled)
+
+
+def test_a_torch_lane_process_computes_what_this_process_computes(encodings):
+    pytest.importorskip("torch")
+    from vecsift.hardware import has_fast_bf16
+
+    spec = LaneSpec(MODEL, "torch", "bf16" if has_fast_bf16() else "fp32")
+    child = LaneProcess(spec, "test-torch-lane")
+    try:
+        child.wait_ready()
+        expected, batch = _reference(spec, encodings)
+        np.testing.assert_allclose(child.embed(batch, normalize=True), expected, atol=1e-6)
+    finally:
+        child.close()
+
+
+def test_an_error_in_the_child_comes_back_typed_and_the_lane_goes_on(lane, encodings):
+    ids = np.array([101, 10**7, 102], dtype=np.int64)  # past the vocabulary: the forward pass fails
+    bad = TokenBatch(ids, np.arange(3, dtype=np.int64), np.zeros(3, dtype=np.int64), np.array([0, 3]))
+    with pytest.raises(BackendError, match="forward pass failed"):
+        lane.embed(bad, normalize=True)
+    assert lane.alive
+    expected, batch = _reference(NUMPY_FP32, encodings)
+    np.testing.assert_array_equal(lane.embed(batch, normalize=True), expected)
+
+
+def test_a_model_the_child_cannot_load_is_a_typed_error_at_start(tmp_path):
+    child = LaneProcess(LaneSpec(str(tmp_path / "no-such-model"), "numpy", "fp32"), "test-bad-lane")
+    try:
+        with pytest.raises(VecsiftError, match="no-such-model"):
+            child.wait_ready()
+        child.process.join(30)
+        assert not child.alive
+    finally:
+        child.close()
+
+
+def test_a_killed_child_is_a_backend_error_not_a_hang(encodings):
+    child = LaneProcess(NUMPY_FP32, "test-killed-lane")
+    try:
+        child.wait_ready()
+        _, batch = _reference(NUMPY_FP32, encodings)
+        os.kill(child.process.pid, signal.SIGKILL)
+        with pytest.raises(BackendError, match="test-killed-lane"):
+            child.embed(batch, normalize=True)
+        assert not child.alive
+    finally:
+        child.close()
+
+
+def test_the_child_ignores_ctrl_c_and_ends_when_its_lane_closes(encodings):
+    """A Ctrl-C in a terminal reaches the whole process group; the server's graceful stop needs its lanes."""
+    child = LaneProcess(NUMPY_FP32, "test-sigint-lane")
+    try:
+        child.wait_ready()
+        os.kill(child.process.pid, signal.SIGINT)
+        os.kill(child.process.pid, signal.SIGTERM)
+        expected, batch = _reference(NUMPY_FP32, encodings)
+        np.testing.assert_array_equal(child.embed(batch, normalize=True), expected)
+    finally:
+        child.close()
+    assert child.exitcode == 0 and not child.alive
+
+
+def test_a_batcher_whose_lane_process_dies_reports_it_and_strands_nothing(encodings):
+    backend = load_backend("cpu", MODEL, driver="numpy", precision="fp32")
+    batcher = Batcher([backend], max_batch_tokens=16384, batch_size=32, workers=2, lane_spec=NUMPY_FP32)
+    try:
+        assert batcher.lanes == 2 and batcher.healthy()
+        answers: list[tuple] = []
+        answered = threading.Event()
+
+        def deliver(rows, error, queue_seconds, inference_seconds) -> None:
+            answers.append((rows, error))
+            answered.set()
+
+        batcher.submit(Job(list(encodings), True, deliver))
+        assert answered.wait(60)
+        expected, _ = _reference(NUMPY_FP32, encodings)
+        np.testing.assert_array_equal(answers[0][0], expected)
+
+        os.kill(batcher._processes[0].process.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while batcher.healthy() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not batcher.healthy()
+        for _ in range(4):  # whichever lane takes them, every request is answered: rows, or the lane's error
+            answered.clear()
+            batcher.submit(Job(list(encodings), True, deliver))
+            assert answered.wait(60)
+        assert all(rows is not None or isinstance(error, BackendError) for rows, error in answers)
+    finally:
+        batcher.stop(timeout=30)
+    assert not any(p.alive for p in batcher._processes)
