@@ -17,6 +17,7 @@ from vecsift.backend.driver.torch.attention import SdpaAttention, VarlenAttentio
 from vecsift.backend.loader import DEFAULT_MODEL
 from vecsift.backend.token_batch import TokenBatch
 from vecsift.errors import BackendError
+from vecsift.hardware import has_amx_int8
 
 QUERIES = [
     "parse command line arguments", "read a csv file row by row", "compute the md5 hash of data",
@@ -145,6 +146,51 @@ def test_fused_linear_gelu_matches_the_unfused_one(monkeypatch, precision, onedn
     tolerance = {"fp32": 1e-5, "bf16": 0.05, "int8": 0.05}[precision]
     assert fused.dtype == torch.float32 and (fused - unfused).abs().max() <= tolerance
     assert (fused - exact).abs().max() <= 4 * tolerance
+
+
+def test_gemm_row_counts_are_rounded_to_few_sizes():
+    """oneDNN compiles a GEMM per shape: a batch's token count is rounded up, by at most 1/16, to one of
+    16 sizes per power of two, so a model's layer shapes stay inside oneDNN's cache of 1024 primitives."""
+    sizes = [ops.bucket_rows(rows) for rows in range(1, 16385)]
+    assert all(size >= rows for rows, size in enumerate(sizes, 1))
+    assert all(size - rows <= max(15, rows // 16) for rows, size in enumerate(sizes, 1))
+    assert sizes == sorted(sizes) and all(ops.bucket_rows(size) == size for size in sizes)
+    assert len(set(sizes)) * 4 <= 1024  # MiniLM's four linear shapes
+
+
+def test_grown_rows_views_a_larger_buffer_and_copies_otherwise():
+    buffer = torch.arange(48.0).view(12, 4)
+    head = buffer[:5]
+    grown = ops.grown_rows(head, 8)
+    assert grown.data_ptr() == buffer.data_ptr() and torch.equal(grown, buffer[:8])  # no copy
+    alone = torch.arange(20.0).view(5, 4)
+    copied = ops.grown_rows(alone, 8)
+    assert copied.data_ptr() != alone.data_ptr() and torch.equal(copied[:5], alone)
+    assert not copied[5:].any()
+
+
+@pytest.mark.skipif(not ops.ONEDNN_LINEAR, reason="this torch build lacks oneDNN's linear")
+@pytest.mark.parametrize(("precision", "int8_kernel"), [("bf16", None), ("int8", "onednn"), ("int8", "dequantized")])
+def test_onednn_gemms_see_only_rounded_row_counts_and_the_same_rows(monkeypatch, tokenizer, precision, int8_kernel):
+    if int8_kernel == "onednn" and not (ops.ONEDNN_INT8 and has_amx_int8()):
+        pytest.skip("oneDNN's int8 GEMM runs here only with AMX int8 tiles")
+    monkeypatch.setattr(ops, "has_amx_int8", lambda: int8_kernel == "onednn")
+    backend = load_backend("cpu", driver="torch", precision=precision)
+    assert backend.driver.int8_kernel == int8_kernel
+    if not backend.driver.bucket_gemm_rows:
+        pytest.skip("the GEMMs here are not oneDNN's (dequantized int8 runs fp32 where bf16 is not faster)")
+    seen: list[int] = []
+    for name in ("onednn_linear", "int8_linear"):
+        original = getattr(ops, name)
+        monkeypatch.setattr(ops, name, lambda x, *rest, _run=original: seen.append(len(x)) or _run(x, *rest))
+    encodings = tokenizer.encode(varied_texts(37))  # 37 inputs of mixed lengths: a row count off the sizes
+    assert ops.bucket_rows(sum(map(len, encodings))) != sum(map(len, encodings))
+    bucketed = backend.embed_batch(encodings)
+    assert seen and all(ops.bucket_rows(rows) == rows for rows in seen)
+    backend.driver.bucket_gemm_rows = False  # the exact row counts
+    exact = backend.embed_batch(encodings)
+    assert any(ops.bucket_rows(rows) != rows for rows in seen)
+    np.testing.assert_allclose(bucketed, exact, atol=2e-3)
 
 
 def test_int8_kernel_follows_the_cpu(monkeypatch):

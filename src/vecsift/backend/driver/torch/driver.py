@@ -50,7 +50,7 @@ class TorchDriver(Driver[torch.Tensor]):
         #: whether linear layers run oneDNN's fused linear (CPU, bf16 GEMMs, where this torch has it)
         self.fused_linear = ops.ONEDNN_LINEAR and not self.is_gpu and bf16_linear
         #: whether linear layers are oneDNN GEMMs, built once per shape (so row counts are bucketed)
-        self.onednn_linear = self.fused_linear or self.int8_kernel == "onednn"
+        self.bucket_gemm_rows = self.fused_linear or self.int8_kernel == "onednn"
         #: the attention route, chosen once (a probe decides varlen flash attention on CUDA)
         self.attention_route = choose_attention(self.device, self.dtype)
         #: the RoPE route, chosen once (a probe decides the fused Triton kernel on CUDA)
@@ -120,7 +120,7 @@ class TorchDriver(Driver[torch.Tensor]):
 
     def _linear(self, x: torch.Tensor, weight: Any, bias: torch.Tensor | None, gelu: bool) -> torch.Tensor:
         rows = x.shape[0]
-        if self.onednn_linear and (padded := ops.bucket_rows(rows)) != rows:  # few shapes: see bucket_rows
+        if self.bucket_gemm_rows and (padded := ops.bucket_rows(rows)) != rows:  # few shapes: see bucket_rows
             return self._linear(ops.grown_rows(x, padded), weight, bias, gelu)[:rows]
         if isinstance(weight, ops.Int8Weight):
             out = ops.int8_linear(x, weight, bias)
