@@ -118,11 +118,17 @@ def test_the_child_ignores_ctrl_c_and_ends_when_its_lane_closes(encodings):
     assert child.exitcode == 0 and not child.alive
 
 
-def test_a_batcher_whose_lane_process_dies_reports_it_and_strands_nothing(encodings):
+def test_a_batcher_whose_lane_process_dies_reports_it_and_strands_nothing(monkeypatch, encodings):
     backend = load_backend("cpu", MODEL, driver="numpy", precision="fp32")
     batcher = Batcher([backend], max_batch_tokens=16384, batch_size=32, workers=2, lane_spec=NUMPY_FP32)
     try:
         assert batcher.lanes == 2 and batcher.healthy()
+        polls = []
+        alive = LaneProcess.alive
+        monkeypatch.setattr(LaneProcess, "alive", property(lambda lane: polls.append(lane) or alive.fget(lane)))
+        assert all(batcher.healthy() for _ in range(1000))  # asked per request: not a waitpid each time
+        assert len(polls) <= 2 * 2
+        monkeypatch.undo()
         answers: list[tuple] = []
         answered = threading.Event()
 
