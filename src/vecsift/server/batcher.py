@@ -4,10 +4,12 @@ Requests arrive from the event loop as :class:`Job` s (already tokenized) in one
 *Lanes* take them in arrival order, as many inputs as fit in ``max_batch_tokens``, compute, and hand
 each request its rows back on the event loop:
 
-- CPU backends: one lane per worker, each on its own clone of the backend (torch and BLAS at one thread
-  each, as the worker pool runs them). A lane takes a batch when it is free, so while one computes, the
-  clients another just answered send again: the cores do not both wait for a round trip. A lane takes at
-  most its share of what is queued (queued inputs / idle lanes), so two idle lanes split a burst.
+- CPU backends: one lane per worker, each computing in a process of its own (:mod:`.lane_process`: the
+  forward passes never wait for the server's GIL) or, in-process, on its own clone of the backend (torch
+  and BLAS at one thread each, as the worker pool runs them). A lane takes a batch when it is free, so
+  while one computes, the clients another just answered send again: the cores do not both wait for a
+  round trip. A lane takes at most its share of what is queued (queued inputs / idle lanes), so two idle
+  lanes split a burst. A lane that dies makes the batcher unhealthy, and what is queued gets its error.
 - GPU backends (or a single CPU worker): one lane that runs each batch on the engine's scheduler
   (``embed_distributed``: the GPU ring, or the worker pool).
 

@@ -4,8 +4,8 @@ On a busy server the event loop (HTTP, JSON, tokenizing) and every lane's Python
 turns on one GIL, and a lane's batch costs nearly twice what it costs alone. Here a lane thread packs its
 batch, hands it to its own child process over a pipe, and waits for the rows with the GIL released.
 
-The child builds the same backend (model, driver, precision) and runs it single-threaded, as the worker
-pool does, so the vectors are the same bit for bit. Messages are raw bytes, never pickled arrays:
+The child builds the same backend (model, driver, precision) and runs it single-threaded, as an in-process
+lane does: the same arithmetic, so the same vectors. Messages are raw bytes, never pickled arrays:
 
 - request: a header (normalize, inputs, tokens, dense) and one int64 block of ids, positions, token types
   and ``cu_seqlens``;
