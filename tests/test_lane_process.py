@@ -3,6 +3,7 @@ the engine in this process, typed errors back over the pipe, and a child that ne
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -26,14 +27,21 @@ TEXTS = ["retry a request with exponential backoff", "parse a configuration file
 NUMPY_FP32 = LaneSpec(MODEL, "numpy", "fp32")
 
 
+@contextlib.contextmanager
+def started(spec: LaneSpec, name: str) -> Iterator[LaneProcess]:
+    """A lane process with its model loaded, always closed."""
+    child = LaneProcess(spec, name)
+    try:
+        child.wait_ready()
+        yield child
+    finally:
+        child.close()
+
+
 @pytest.fixture(scope="module")
 def lane() -> Iterator[LaneProcess]:
-    started = LaneProcess(NUMPY_FP32, "test-lane")
-    try:
-        started.wait_ready()
-        yield started
-    finally:
-        started.close()
+    with started(NUMPY_FP32, "test-lane") as child:
+        yield child
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +69,9 @@ def test_a_torch_lane_process_computes_what_this_process_computes(encodings):
     from vecsift.hardware import has_fast_bf16
 
     spec = LaneSpec(MODEL, "torch", "bf16" if has_fast_bf16() else "fp32")
-    child = LaneProcess(spec, "test-torch-lane")
-    try:
-        child.wait_ready()
+    with started(spec, "test-torch-lane") as child:
         expected, batch = _reference(spec, encodings)
         np.testing.assert_allclose(child.embed(batch, normalize=True), expected, atol=1e-6)
-    finally:
-        child.close()
 
 
 def test_an_error_in_the_child_comes_back_typed_and_the_lane_goes_on(lane, encodings):
@@ -92,29 +96,21 @@ def test_a_model_the_child_cannot_load_is_a_typed_error_at_start(tmp_path):
 
 
 def test_a_killed_child_is_a_backend_error_not_a_hang(encodings):
-    child = LaneProcess(NUMPY_FP32, "test-killed-lane")
-    try:
-        child.wait_ready()
+    with started(NUMPY_FP32, "test-killed-lane") as child:
         _, batch = _reference(NUMPY_FP32, encodings)
         os.kill(child.process.pid, signal.SIGKILL)
         with pytest.raises(BackendError, match="test-killed-lane"):
             child.embed(batch, normalize=True)
         assert not child.alive
-    finally:
-        child.close()
 
 
 def test_the_child_ignores_ctrl_c_and_ends_when_its_lane_closes(encodings):
     """A Ctrl-C in a terminal reaches the whole process group; the server's graceful stop needs its lanes."""
-    child = LaneProcess(NUMPY_FP32, "test-sigint-lane")
-    try:
-        child.wait_ready()
+    with started(NUMPY_FP32, "test-sigint-lane") as child:
         os.kill(child.process.pid, signal.SIGINT)
         os.kill(child.process.pid, signal.SIGTERM)
         expected, batch = _reference(NUMPY_FP32, encodings)
         np.testing.assert_array_equal(child.embed(batch, normalize=True), expected)
-    finally:
-        child.close()
     assert child.exitcode == 0 and not child.alive
 
 
