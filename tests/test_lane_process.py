@@ -114,6 +114,30 @@ def test_the_child_ignores_ctrl_c_and_ends_when_its_lane_closes(encodings):
     assert child.exitcode == 0 and not child.alive
 
 
+def test_a_ctrl_c_while_the_child_starts_does_not_kill_it():
+    child = LaneProcess(NUMPY_FP32, "test-early-sigint-lane")
+    try:
+        for _ in range(20):  # through its interpreter's start and its imports
+            os.kill(child.process.pid, signal.SIGINT)
+            time.sleep(0.01)
+        child.wait_ready()
+        assert child.alive
+    finally:
+        child.close()
+
+
+def test_a_server_whose_lanes_cannot_start_fails_before_it_listens(monkeypatch, tmp_path):
+    """`vecsift serve` starts its lanes before it serves: a lane that cannot load the model is the command's
+    typed error (one line), not a traceback from the app's startup."""
+    pytest.importorskip("uvicorn")
+    from vecsift.embedder import Embedder
+    from vecsift.server import app
+
+    monkeypatch.setattr(app._Server, "_lane_spec", lambda server: LaneSpec(str(tmp_path / "gone"), "numpy", "fp32"))
+    with pytest.raises(VecsiftError, match="gone"):
+        app.create_app(Embedder(MODEL, driver="numpy"), app.ServerSettings(model_id=MODEL, workers=2), start_now=True)
+
+
 def test_a_batcher_whose_lane_process_dies_reports_it_and_strands_nothing(monkeypatch, encodings):
     backend = load_backend("cpu", MODEL, driver="numpy", precision="fp32")
     batcher = Batcher([backend], max_batch_tokens=16384, batch_size=32, workers=2, lane_spec=NUMPY_FP32)

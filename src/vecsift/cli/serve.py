@@ -67,5 +67,10 @@ def run_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from err
     print(f"vecsift: {args.model} on {', '.join(b.name() for b in embedder.backends)}, dim {embedder.dim}",
           file=sys.stderr)
-    run(create_app(embedder, settings, index), sock)
+    try:
+        app = create_app(embedder, settings, index, start_now=True)  # lanes that cannot start: an error here
+    except BaseException:
+        sock.close()
+        raise
+    run(app, sock)
     return 0

@@ -87,6 +87,9 @@ class _Server:
         self.searching = ThreadPoolExecutor(1, thread_name_prefix="vecsift-search")
 
     def start(self) -> None:
+        """Start the lanes (once)."""
+        if self.batcher is not None:
+            return
         self.batcher = Batcher(self.embedder.backends, max_batch_tokens=self.settings.max_batch_tokens,
                                batch_size=self.settings.batch_size, workers=self.settings.workers,
                                on_batch=self._batch_done, lane_spec=self._lane_spec())
@@ -249,9 +252,13 @@ async def _body(request: Request, limit: int) -> Any:
         raise ApiError("Validation", f"the request body is not valid JSON: {err}") from err
 
 
-def create_app(embedder: Embedder, settings: ServerSettings, index: Any | None = None) -> Starlette:
-    """The app; the batcher starts with the app's lifespan and drains when it stops."""
+def create_app(embedder: Embedder, settings: ServerSettings, index: Any | None = None, *,
+               start_now: bool = False) -> Starlette:
+    """The app; the batcher starts with the app's lifespan (``start_now``: here, so that a lane that cannot
+    start is the caller's error, before anything listens) and drains when it stops."""
     server = _Server(embedder, settings, index)
+    if start_now:
+        server.start()
 
     async def tei_embed(scope: Scope, receive: Receive, send: Send) -> None:
         server.metrics.requests.labels(method="embed").inc()

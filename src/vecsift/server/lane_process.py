@@ -11,8 +11,9 @@ lane does: the same arithmetic, so the same vectors. Messages are raw bytes, nev
   and ``cu_seqlens``;
 - answer: ``b"R"`` and the float32 rows, or ``b"E"`` and the error's class name and message.
 
-The child ignores SIGINT and SIGTERM: a Ctrl-C in a terminal reaches the whole process group, and the
-server's graceful stop must still finish what is in flight. It ends when its pipe closes, so it never
+The child ignores SIGINT and SIGTERM (from its first instruction: it starts with them blocked): a Ctrl-C
+in a terminal reaches the whole process group, and the server's graceful stop must still finish what is in
+flight. It ends when its pipe closes, so it never
 outlives the server, however the server ends.
 """
 
@@ -30,6 +31,7 @@ import numpy as np
 from vecsift import errors
 from vecsift.backend.token_batch import TokenBatch
 from vecsift.errors import BackendError
+from vecsift.interrupts import interrupts_held
 
 _HEADER = struct.Struct("<?qq?")  # normalize, inputs, tokens, dense
 _READY = b"ready"
@@ -52,7 +54,8 @@ class LaneProcess:
         context = multiprocessing.get_context("spawn")  # no fork of a process with torch's threads
         self._conn, child_end = context.Pipe()
         self.process = context.Process(target=_child_main, args=(child_end, spec), name=name, daemon=True)
-        self.process.start()
+        with interrupts_held():  # the child starts with them blocked, so that none lands in its bootstrap
+            self.process.start()
         child_end.close()
         self._lost = False  # its pipe broke: it died, or is about to
 
@@ -112,8 +115,9 @@ class LaneProcess:
 
 
 def _child_main(conn: Connection, spec: LaneSpec) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGINT, signal.SIGTERM))  # blocked since the start
     from vecsift.backend.loader import load_backend
     from vecsift.scheduling.threads import single_threaded_kernels
 
