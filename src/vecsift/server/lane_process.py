@@ -13,8 +13,8 @@ lane does: the same arithmetic, so the same vectors. Messages are raw bytes, nev
 
 The child ignores SIGINT and SIGTERM (from its first instruction: it starts with them blocked): a Ctrl-C
 in a terminal reaches the whole process group, and the server's graceful stop must still finish what is in
-flight. It ends when its pipe closes, so it never
-outlives the server, however the server ends.
+flight. It ends when its pipe closes, so it never outlives the server, however the server ends.
+
 Children are started with ``spawn`` (no fork of a process with torch's threads), which imports the
 parent's main script again: a script that serves :func:`~vecsift.server.app.create_app` itself needs the
 usual ``if __name__ == "__main__":`` guard (``vecsift`` and ``python -m vecsift`` have it).
