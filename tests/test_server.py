@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from processes import existing, gone, spawned_children
 from vecsift import Embedder
 
 httpx = pytest.importorskip("httpx")
@@ -286,28 +287,10 @@ def test_overload_is_refused_at_once_and_the_server_recovers():
         assert _resident_kb(server.process.pid) - before < 300_000  # bounded: refused work is never queued
 
 
-def lane_processes(server: Server) -> set[int]:
-    """Pids of the server's lane processes (its children started by multiprocessing's spawn), from /proc."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        with contextlib.suppress(OSError):  # gone meanwhile
-            if (entry.name.isdigit() and b"spawn_main" in (entry / "cmdline").read_bytes()
-                    and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == server.process.pid):
-                found.add(int(entry.name))
-    return found
-
-
-def wait_gone(pids: set[int], guard: float = 30.0) -> bool:
-    deadline = time.monotonic() + guard
-    while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return not any(Path(f"/proc/{pid}").exists() for pid in pids)
-
-
 @pytest.mark.parametrize("stop", ["SIGTERM to the server", "Ctrl-C in its terminal (SIGINT to the process group)"])
 def test_a_stop_lets_requests_in_flight_finish_and_exits_0(stop):
     with running_server("--max-batch-tokens", "512", "--workers", "2", own_group=True) as server:
-        lanes = lane_processes(server)
+        lanes = spawned_children(server.process.pid)
         assert len(lanes) == 2
         results: list[int] = []
 
@@ -327,12 +310,12 @@ def test_a_stop_lets_requests_in_flight_finish_and_exits_0(stop):
             sender.join(120)
         assert server.process.wait(60) == 0
         assert results == [200, 200, 200, 200]
-        assert wait_gone(lanes)
+        assert gone(lanes, running=lambda: existing(lanes))
 
 
 def test_a_lane_process_that_dies_makes_the_server_unhealthy_not_hung():
     with running_server("--workers", "2") as server, httpx.Client(base_url=server.url, timeout=60) as client:
-        lanes = lane_processes(server)
+        lanes = spawned_children(server.process.pid)
         assert len(lanes) == 2
         assert client.post("/embed", json={"inputs": TEXTS}).status_code == 200
         os.kill(min(lanes), signal.SIGKILL)
@@ -345,7 +328,7 @@ def test_a_lane_process_that_dies_makes_the_server_unhealthy_not_hung():
         assert refused.status_code == 503 and refused.json()["error_type"] == "Unhealthy"
         server.process.send_signal(signal.SIGTERM)
         assert server.process.wait(60) == 0
-        assert wait_gone(lanes)
+        assert gone(lanes, running=lambda: existing(lanes))
     printed = "".join(iter_lines(server.lines))
     assert "Traceback" not in printed
 
