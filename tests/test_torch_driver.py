@@ -148,6 +148,30 @@ def test_fused_linear_gelu_matches_the_unfused_one(monkeypatch, precision, onedn
     assert (fused - exact).abs().max() <= 4 * tolerance
 
 
+@pytest.mark.skipif(not (ops.ONEDNN_LINEAR and ops.ONEDNN_PREPACK), reason="this torch build cannot pack oneDNN weights")
+@pytest.mark.parametrize("gelu", [False, True])
+def test_packed_linear_weights_give_the_plain_weights_rows(gelu):
+    """A bf16 driver's linear weights are packed for oneDNN once at load (not reordered on every call), and
+    its GEMMs give the same rows as with the plain weight, bit for bit, at any row count."""
+    driver = TorchDriver("cpu", "bf16")
+    generator = torch.Generator().manual_seed(2)
+    weight = torch.randn(96, 48, generator=generator) * 0.2
+    packed = driver.linear_weight(weight.numpy())
+    assert packed.is_mkldnn and tuple(packed.shape) == (96, 48)
+    plain = weight.bfloat16()
+    bias = torch.randn(96, generator=generator).bfloat16()
+    for rows in (1, 16, 300, 4096):
+        x = torch.randn(rows, 48, generator=generator).bfloat16()
+        assert torch.equal(ops.onednn_linear(x, packed, bias, gelu), ops.onednn_linear(x, plain, bias, gelu))
+
+
+def test_linear_weights_stay_plain_where_onednn_cannot_pack_them(monkeypatch):
+    monkeypatch.setattr(ops, "ONEDNN_PREPACK", False)
+    weight = np.ones((8, 4), dtype=np.float32)
+    assert not TorchDriver("cpu", "bf16").linear_weight(weight).is_mkldnn
+    assert not TorchDriver("cpu", "fp32").linear_weight(weight).is_mkldnn  # fp32 runs MKL's GEMM: never packed
+
+
 def test_gemm_row_counts_are_rounded_to_few_sizes():
     """oneDNN compiles a GEMM per shape: a batch's token count is rounded up, by at most 1/16, to one of
     16 sizes per power of two, so a model's layer shapes stay inside oneDNN's cache of 1024 primitives."""

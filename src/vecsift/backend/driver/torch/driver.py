@@ -72,10 +72,13 @@ class TorchDriver(Driver[torch.Tensor]):
         return tensor  # CPU fp32: a view of the memory map, shared by every clone
 
     def linear_weight(self, array: np.ndarray) -> Any:
-        """As stored, ``(out, in)`` (int8: quantized per output channel, once at load, shared by every clone)."""
-        if self.int8_kernel is None:
-            return self.weight(array)
-        return ops.quantize_weight(array, self.int8_kernel, self.dtype)
+        """As stored, ``(out, in)`` (int8: quantized per output channel), prepared once at load and shared by
+        every clone; for oneDNN's fused linear, packed into its own layout (see :func:`ops.packed_linear_weight`)."""
+        weight = self.weight(array) if self.int8_kernel is None else ops.quantize_weight(array, self.int8_kernel,
+                                                                                         self.dtype)
+        if self.fused_linear:
+            return ops.packed_linear_weight(weight, _CPU_BATCH_TOKENS)
+        return weight
 
     def to_numpy(self, x: torch.Tensor) -> np.ndarray:
         return x.detach().to("cpu", torch.float32).numpy()

@@ -32,6 +32,8 @@ def has_onednn_op(namespace: str, name: str) -> bool:
 #: oneDNN's linear: GEMM, bias and GELU in one pass over the output, on AMX tiles; the CPU bf16 path
 #: whenever this torch build has it (``F.linear`` in bf16 is ~20% slower; in fp32 MKL's is as fast)
 ONEDNN_LINEAR = has_onednn_op("mkldnn", "_linear_pointwise")
+#: oneDNN's weight prepacking for that linear (what torch.compile does on the CPU)
+ONEDNN_PREPACK = has_onednn_op("mkldnn", "_reorder_linear_weight")
 #: the int8 path's GEMM: oneDNN's quantized linear (s8 activations × s8 weights)
 ONEDNN_INT8 = has_onednn_op("onednn", "qlinear_pointwise")
 #: how int8 linear layers run: oneDNN's quantized GEMM, or int8 weights dequantized at load (see above)
@@ -152,6 +154,32 @@ def grown_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
     grown[: len(x)] = x
     grown[len(x):] = 0
     return grown
+
+
+def packed_linear_weight(weight: torch.Tensor, rows_hint: int) -> torch.Tensor:
+    """``weight`` (``(out, in)``, bf16) packed once into oneDNN's blocked layout for :func:`onednn_linear`,
+    chosen for GEMMs of about ``rows_hint`` rows (any row count works); as it is where this torch cannot.
+
+    Given a plain weight, oneDNN reorders it into that layout on every call. Packed once, MiniLM's four
+    GEMMs of a layer take 0.70x the time at 16 rows (one short query), 0.88x at ~460 (a server's batch) and
+    0.92x at 2048 (an indexing batch): one core, Xeon with AMX, the same outputs bit for bit.
+    """
+    if not ONEDNN_PREPACK or not _prepacking_agrees():
+        return weight
+    return torch.ops.mkldnn._reorder_linear_weight(weight, rows_hint)
+
+
+@cache
+def _prepacking_agrees() -> bool:
+    """Whether a packed weight gives this torch build the plain weight's rows exactly (once per process)."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(64, 32, generator=generator).bfloat16()
+    x = torch.randn(20, 32, generator=generator).bfloat16()
+    try:
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight, 16)
+        return torch.equal(onednn_linear(x, packed, None, gelu=True), onednn_linear(x, weight, None, gelu=True))
+    except RuntimeError:
+        return False
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu: bool) -> torch.Tensor:
