@@ -189,6 +189,7 @@ def test_tokenize_info_health_metrics(client):
     assert (info["max_input_length"], info["max_batch_tokens"], info["max_client_batch_size"]) == (256, 16384, 32)
     assert info["model_type"] == {"embedding": {"pooling": "mean"}} and info["model_dtype"] == "float32"
     assert client.get("/health").status_code == 200
+    assert client.post("/embed", json={"inputs": 5}).status_code == 422  # a failure to count
     metrics = client.get("/metrics").text
     for name in ("te_request_count_total", "te_request_success_total", "te_request_duration_bucket",
                  "te_request_tokenization_duration_bucket", "te_request_queue_duration_bucket",
@@ -196,6 +197,22 @@ def test_tokenize_info_health_metrics(client):
                  "te_queue_size"):
         assert name in metrics, name
     assert 'te_request_failure_total{err="Validation"}' in metrics
+
+
+def test_request_counters_count_each_route(client):
+    def counts() -> dict[str, float]:
+        lines = client.get("/metrics").text.splitlines()
+        return {line.split(" ")[0]: float(line.split(" ")[1]) for line in lines
+                if line.startswith(("te_request_count_total{", "te_request_success_total{"))}
+
+    before = counts()
+    client.post("/v1/embeddings", json={"input": "one more"}).raise_for_status()
+    client.post("/embed", json={"inputs": ["a", "b"]}).raise_for_status()
+    assert client.post("/embed", json={"inputs": 5}).status_code == 422  # received, not answered
+    after = counts()
+    assert {name: after[name] - before.get(name, 0.0) for name in after} == {
+        'te_request_count_total{method="embed"}': 2.0, 'te_request_count_total{method="openai"}': 1.0,
+        'te_request_success_total{method="embed"}': 1.0, 'te_request_success_total{method="openai"}': 1.0}
 
 
 # -- OpenAI ----------------------------------------------------------------------------------------

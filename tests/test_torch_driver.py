@@ -148,7 +148,7 @@ def test_fused_linear_gelu_matches_the_unfused_one(monkeypatch, precision, onedn
     assert (fused - exact).abs().max() <= 4 * tolerance
 
 
-@pytest.mark.skipif(not (ops.ONEDNN_LINEAR and ops.ONEDNN_PREPACK), reason="this torch build cannot pack oneDNN weights")
+@pytest.mark.skipif(not (ops.ONEDNN_LINEAR and ops.ONEDNN_PREPACK), reason="this torch cannot pack oneDNN weights")
 @pytest.mark.parametrize("gelu", [False, True])
 def test_packed_linear_weights_give_the_plain_weights_rows(gelu):
     """A bf16 driver's linear weights are packed for oneDNN once at load (not reordered on every call), and

@@ -261,7 +261,7 @@ def create_app(embedder: Embedder, settings: ServerSettings, index: Any | None =
         server.start()
 
     async def tei_embed(scope: Scope, receive: Receive, send: Send) -> None:
-        server.metrics.requests.labels(method="embed").inc()
+        server.metrics.received["embed"].inc()
         try:
             parsed = parse_tei(await _body(Request(scope, receive), settings.payload_limit), server.limits)
             vectors, _, headers = await server.embed(receive, parsed)
@@ -269,11 +269,11 @@ def create_app(embedder: Embedder, settings: ServerSettings, index: Any | None =
             server.metrics.failures.labels(err=err.error_type).inc()
             await _error(err, openai=False)(scope, receive, send)
             return
-        server.metrics.successes.labels(method="embed").inc()
+        server.metrics.answered["embed"].inc()
         await ORJSONResponse(vectors, headers=headers)(scope, receive, send)
 
     async def openai_embeddings(scope: Scope, receive: Receive, send: Send) -> None:
-        server.metrics.requests.labels(method="openai").inc()
+        server.metrics.received["openai"].inc()
         try:
             parsed, encoding_format = parse_openai(await _body(Request(scope, receive), settings.payload_limit),
                                                    server.limits)
@@ -282,7 +282,7 @@ def create_app(embedder: Embedder, settings: ServerSettings, index: Any | None =
             server.metrics.failures.labels(err=err.error_type).inc()
             await _error(err, openai=True)(scope, receive, send)
             return
-        server.metrics.successes.labels(method="openai").inc()
+        server.metrics.answered["openai"].inc()
         response = ORJSONResponse(openai_response(vectors, encoding_format, settings.model_id, tokens), headers=headers)
         await response(scope, receive, send)
 

@@ -6,6 +6,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+#: the embedding routes, as the ``method`` label of the request counters
+ROUTES = ("embed", "openai")
 _TOKENS = (16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
 
@@ -18,6 +20,9 @@ class Metrics:
         self.requests = Counter("te_request_count", "Requests received", ["method"], registry=r)
         self.successes = Counter("te_request_success", "Requests answered", ["method"], registry=r)
         self.failures = Counter("te_request_failure", "Requests that failed, by error type", ["err"], registry=r)
+        # the per-route children, looked up once: ``labels()`` per request was ~4% of a busy event loop
+        self.received = {route: self.requests.labels(method=route) for route in ROUTES}
+        self.answered = {route: self.successes.labels(method=route) for route in ROUTES}
         self.queue_size = Gauge("te_queue_size", "Inputs waiting for a batch", registry=r)
         self.in_flight = Gauge("te_inputs_in_flight", "Inputs admitted and not yet answered", registry=r)
         self.duration = Histogram("te_request_duration", "Request duration (s)", buckets=_SECONDS, registry=r)
