@@ -17,6 +17,7 @@ from vecsift.backend.loader import load_backend
 from vecsift.backend.token_batch import TokenBatch
 from vecsift.errors import BackendError, VecsiftError
 from vecsift.scheduling.threads import single_threaded_kernels
+from vecsift.server import batcher as batcher_module
 from vecsift.server.batcher import Batcher, Job
 from vecsift.server.lane_process import LaneProcess, LaneSpec
 from vecsift.tokenizer import load_tokenizer
@@ -174,3 +175,23 @@ def test_a_batcher_whose_lane_process_dies_reports_it_and_strands_nothing(monkey
     finally:
         batcher.stop(timeout=30)
     assert not any(p.alive for p in batcher._processes)
+
+
+@pytest.mark.parametrize("in_processes", [True, False])
+def test_a_free_lane_process_takes_what_is_queued_and_a_thread_lane_waits_for_its_share(monkeypatch, encodings,
+                                                                                         in_processes):
+    """With inputs outstanding elsewhere, a free lane on a thread waits (up to ``COALESCE_SECONDS``, here
+    10 minutes) for its share of them before it computes; a lane process computes what is queued at once."""
+    monkeypatch.setattr(batcher_module, "COALESCE_SECONDS", 600.0)
+    backend = load_backend("cpu", MODEL, driver="numpy", precision="fp32")
+    batcher = Batcher([backend], max_batch_tokens=16384, batch_size=32, workers=2,
+                      lane_spec=NUMPY_FP32 if in_processes else None)
+    answered = threading.Event()
+    try:
+        with batcher._wake:
+            batcher._arrived += 100  # 100 inputs outstanding elsewhere: each lane's share is 50
+        batcher.submit(Job(list(encodings[:1]), True, lambda *answer: answered.set()))
+        assert answered.wait(60 if in_processes else 2) == in_processes
+    finally:
+        batcher.stop(timeout=30)  # a waiting lane stops waiting and computes what is queued
+    assert answered.is_set()

@@ -13,8 +13,9 @@ each request its rows back on the event loop:
 - GPU backends (or a single CPU worker): one lane that runs each batch on the engine's scheduler
   (``embed_distributed``: the GPU ring, or the worker pool).
 
-Under load a free lane waits a moment for its share of the outstanding inputs (:meth:`Batcher._coalesce`),
-so that it does not compute a handful of inputs at a time.
+Under load a free lane on the scheduler or on a thread waits a moment for its share of the outstanding
+inputs (:meth:`Batcher._coalesce`), so that it does not compute a handful of inputs at a time; a lane
+process does not wait (see :data:`COALESCE_SECONDS`).
 
 A request too large for what is left of a batch is sliced, and its remainder goes behind the requests
 that arrived after it, so a large request delays the ones behind it by one batch at most. A request
@@ -43,8 +44,12 @@ from vecsift.server.lane_process import LaneProcess, LaneSpec
 
 # The longest a free lane waits for its share of the outstanding inputs. One lane: 10 ms took 64 busy
 # single-text clients from batches of ~32 (alternating halves) to ~63 and from 650 to 860 texts/s here
-# (3 ms: 760). Two lanes, same session: no wait 918, 3 ms 1038, 10 ms 985-1085 (a noisy machine). A lone
-# client never waits (its one request is all that is outstanding).
+# (3 ms: 760). Two lanes on threads: no wait 918, 3 ms 1038, 10 ms 985-1085 (a noisy machine); with packed
+# GEMM weights, no wait 1004-1115 against 1040-1159. A lone client never waits (its one request is all that
+# is outstanding). Lane processes take what is queued at once: a forward pass costs about the same per
+# text from ~16 inputs up now (packed weights), and the wait left each core idle a quarter of the time.
+# Alternating on 2 cores: 64 clients 1366-1422 texts/s against 1226-1252 with 10 ms, 8 clients 667-713
+# against 605-627, 64 clients of 32 texts 1954-1980 against 1810-1909.
 COALESCE_SECONDS = 0.010
 # How stale "every lane process is alive" may be: polling each on every request cost ~14% of the event
 # loop at 64 busy clients.
@@ -113,6 +118,8 @@ class Batcher:
         else:
             self._lanes = [threading.Thread(target=self._run, args=(None,), name="vecsift-batcher",
                                             daemon=True)]
+        #: how long a free lane waits for its share (:meth:`_coalesce`): not at all for lane processes
+        self.coalesce_seconds = 0.0 if self._processes else COALESCE_SECONDS
         for lane in self._lanes:
             lane.start()
 
@@ -238,8 +245,8 @@ class Batcher:
         clients, 2 lanes: batches of up to ~32, staggered); one lane waits for them all, as one batcher did;
         a lone client never waits (its one request is all that is outstanding).
         """
-        deadline = time.perf_counter() + COALESCE_SECONDS
-        while not self._stopping:
+        deadline = time.perf_counter() + self.coalesce_seconds
+        while not self._stopping and self.coalesce_seconds > 0:
             queued = sum(len(job.encodings) - job.next_input for job in self._queue if not job.cancelled)
             if queued * len(self._lanes) >= self._arrived - self._finished:
                 return
