@@ -49,6 +49,17 @@ def test_batches_are_length_sorted_and_spread_over_clones():
     assert sum(size for _, size in backend.calls) == 64
 
 
+def test_no_more_cpu_workers_than_batches():
+    """A query's one batch runs on the calling thread: no clone made, no thread started for it."""
+    backend = FakeBackend()
+    before = threading.active_count()
+    embed_distributed(encodings_of_lengths([5, 3]), [backend], batch_size=32, workers=4)
+    assert backend.clones == 0 and {thread for thread, _ in backend.calls} == {threading.get_ident()}
+    assert threading.active_count() == before
+    embed_distributed(encodings_of_lengths([5] * 3), [backend], batch_size=1, workers=4)
+    assert backend.clones == 2  # three batches: three workers
+
+
 def test_a_non_cloneable_backend_runs_on_the_calling_thread():
     gpu = FakeBackend(gpu=True)
     embed_distributed(encodings_of_lengths([3] * 10), [gpu], batch_size=2, workers=4)

@@ -66,10 +66,12 @@ def embed_distributed(
         return backends[0].embed_batch([])
 
     state = RunState()
-    work = WorkQueue(length_sorted_units(encodings, batch_size), closed=True)
+    units = length_sorted_units(encodings, batch_size)
+    work = WorkQueue(units, closed=True)
     meter = Progress(progress, len(encodings))
     sink = RowSink(len(encodings), meter)
-    runners = make_workers(backends, workers_per_backend, work, state, sink)
+    # no more CPU workers than units: a query of one batch runs on this thread, with no clone or thread to start
+    runners = make_workers(backends, min(workers_per_backend, len(units)), work, state, sink)
     threads = [threading.Thread(target=w.run, name=w.label, daemon=True) for w in runners[1:]]
     try:
         with single_threaded_kernels(backends):
