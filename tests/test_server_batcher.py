@@ -292,3 +292,47 @@ def test_admission_counts_inputs_and_releases_them():
     with _client(FakeBackend(dim=384), max_concurrent_requests=1, overload_status=503) as client:
         refused = client.post("/embed", json={"inputs": ["a", "b"]})
         assert refused.status_code == 503 and refused.json()["error_type"] == "Overloaded"
+
+
+def _chunked_request(path: str, chunks: list[bytes], *, then_disconnect: bool):
+    """A POST whose body comes in ``chunks`` with no content-length (as a chunked upload arrives), then the
+    client's disconnect or its patience: (scope, receive, send, what was sent, how many messages were read)."""
+    scope = {"type": "http", "method": "POST", "path": path, "headers": [(b"content-type", b"application/json")],
+             "query_string": b"", "root_path": "", "scheme": "http", "server": ("127.0.0.1", 80)}
+    messages = [{"type": "http.request", "body": chunk, "more_body": True} for chunk in chunks]
+    sent: list[dict] = []
+    read = [0]
+
+    async def receive():
+        read[0] += 1
+        if messages:
+            return messages.pop(0)
+        if then_disconnect:
+            return {"type": "http.disconnect"}
+        await asyncio.Event().wait()
+
+    async def send(message):
+        sent.append(message)
+
+    return scope, receive, send, sent, read
+
+
+@pytest.mark.parametrize("path", ["/embed", "/v1/embeddings"])
+def test_a_body_over_the_limit_is_refused_before_the_rest_of_it_is_read(path):
+    """No content-length (a chunked upload): the body is counted as it arrives and refused with a 413 at
+    the limit, without reading (and holding) the rest of it."""
+    app = create_app(Embedder(backends=[FakeBackend(dim=4)]), ServerSettings(model_id="fake", payload_limit=1000))
+    scope, receive, send, sent, read = _chunked_request(path, [b" " * 400] * 100, then_disconnect=False)
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), 30))
+    assert sent[0]["status"] == 413 and b"limit of 1000 bytes" in sent[1]["body"]
+    assert read[0] == 3  # 1,200 bytes: over the limit of 1,000; the other 97 chunks were never read
+
+
+@pytest.mark.parametrize("path", ["/embed", "/v1/embeddings"])
+def test_a_client_that_leaves_while_sending_its_body_gets_a_499_and_nothing_is_computed(path, capsys):
+    backend = FakeBackend(dim=4)
+    app = create_app(Embedder(backends=[backend]), ServerSettings(model_id="fake"))
+    scope, receive, send, sent, _ = _chunked_request(path, [b'{"input'], then_disconnect=True)
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), 30))
+    assert sent[0]["status"] == 499 and not backend.calls
+    assert "Traceback" not in capsys.readouterr().err
