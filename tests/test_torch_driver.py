@@ -165,6 +165,17 @@ def test_packed_linear_weights_give_the_plain_weights_rows(gelu):
         assert torch.equal(ops.onednn_linear(x, packed, bias, gelu), ops.onednn_linear(x, plain, bias, gelu))
 
 
+@pytest.mark.skipif(not (ops.ONEDNN_LINEAR and ops.ONEDNN_PREPACK), reason="this torch cannot pack oneDNN weights")
+def test_clones_share_the_packed_weights_and_any_worker_count_gives_the_same_vectors(tokenizer):
+    """Worker threads run clones that share one set of packed weights at once: the vectors are the same, bit
+    for bit, whatever the worker count (the seed's rule), as they are with the weights plain."""
+    backend = load_backend("cpu", driver="torch", precision="bf16")
+    assert backend.driver.fused_linear and backend.clone_backend().weights is backend.weights
+    encodings = tokenizer.encode(varied_texts(90, seed=3))
+    one = embed_distributed(encodings, [backend], batch_size=8, workers=1)
+    np.testing.assert_array_equal(embed_distributed(encodings, [backend], batch_size=8, workers=3), one)
+
+
 def test_linear_weights_stay_plain_where_onednn_cannot_pack_them(monkeypatch):
     monkeypatch.setattr(ops, "ONEDNN_PREPACK", False)
     weight = np.ones((8, 4), dtype=np.float32)
