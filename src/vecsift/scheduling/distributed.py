@@ -70,7 +70,7 @@ def embed_distributed(
     work = WorkQueue(units, closed=True)
     meter = Progress(progress, len(encodings))
     sink = RowSink(len(encodings), meter)
-    # no more CPU workers than units: a query of one batch runs on this thread, with no clone or thread to start
+    # no more CPU workers than units: inputs that fit one batch run on this thread, with no clone or thread to start
     runners = make_workers(backends, min(workers_per_backend, len(units)), work, state, sink)
     threads = [threading.Thread(target=w.run, name=w.label, daemon=True) for w in runners[1:]]
     try:
