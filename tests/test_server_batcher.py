@@ -220,13 +220,18 @@ def test_a_dead_batcher_makes_the_server_unhealthy():
         assert embed.status_code == 503 and embed.json()["error_type"] == "Unhealthy"
 
 
+def _post_scope(path: str) -> dict:
+    """The ASGI scope of a JSON POST to ``path`` on 127.0.0.1."""
+    return {"type": "http", "method": "POST", "path": path, "headers": [(b"content-type", b"application/json")],
+            "query_string": b"", "root_path": "", "scheme": "http", "server": ("127.0.0.1", 80)}
+
+
 def _asgi_request(path: str, body: dict, *, disconnect: bool):
     """An HTTP POST as the ASGI server hands it over: (scope, receive, send, what was sent). ``disconnect``:
     the client goes away right after its body (else it waits for the answer)."""
     import orjson
 
-    scope = {"type": "http", "method": "POST", "path": path, "headers": [(b"content-type", b"application/json")],
-             "query_string": b"", "root_path": "", "scheme": "http", "server": ("127.0.0.1", 80)}
+    scope = _post_scope(path)
     messages = [{"type": "http.request", "body": orjson.dumps(body), "more_body": False}]
     sent: list[dict] = []
 
@@ -297,8 +302,7 @@ def test_admission_counts_inputs_and_releases_them():
 def _chunked_request(path: str, chunks: list[bytes], *, then_disconnect: bool):
     """A POST whose body comes in ``chunks`` with no content-length (as a chunked upload arrives), then the
     client's disconnect or its patience: (scope, receive, send, what was sent, how many messages were read)."""
-    scope = {"type": "http", "method": "POST", "path": path, "headers": [(b"content-type", b"application/json")],
-             "query_string": b"", "root_path": "", "scheme": "http", "server": ("127.0.0.1", 80)}
+    scope = _post_scope(path)
     messages = [{"type": "http.request", "body": chunk, "more_body": True} for chunk in chunks]
     sent: list[dict] = []
     read = [0]

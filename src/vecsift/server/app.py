@@ -203,7 +203,7 @@ class _Server:
         def client_gone(watcher: asyncio.Task) -> None:
             if not watcher.cancelled() and not settled.done():
                 job.cancelled = True  # dropped before it is computed, if it was not yet
-                settled.set_exception(ApiError("Validation", "the client closed the connection", status=499))
+                settled.set_exception(_client_closed())
 
         gone = loop.create_task(_client_gone(receive))
         gone.add_done_callback(client_gone)
@@ -227,9 +227,18 @@ async def _client_gone(receive: Receive) -> None:
             return
 
 
+def _client_closed() -> ApiError:
+    return ApiError("Validation", "the client closed the connection", status=499)
+
+
+def _json(content: Any) -> bytes:
+    """``content`` as JSON bytes; NumPy arrays straight from their buffers."""
+    return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
 async def _send_json(send: Send, content: Any, headers: dict[str, str]) -> None:
     """A 200 with ``content`` as JSON, sent as the two ASGI messages (no Starlette ``Response`` per request)."""
-    body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+    body = _json(content)
     await send({"type": "http.response.start", "status": 200, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
         *((name.encode(), value.encode()) for name, value in headers.items())]})
@@ -240,7 +249,7 @@ class ORJSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+        return _json(content)
 
 
 def _error(err: ApiError, openai: bool) -> Response:
@@ -260,7 +269,7 @@ async def _body(scope: Scope, receive: Receive, limit: int) -> Any:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise ApiError("Validation", "the client closed the connection", status=499)
+            raise _client_closed()
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

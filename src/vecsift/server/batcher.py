@@ -245,8 +245,10 @@ class Batcher:
         clients, 2 lanes: batches of up to ~32, staggered); one lane waits for them all, as one batcher did;
         a lone client never waits (its one request is all that is outstanding).
         """
+        if self.coalesce_seconds <= 0:
+            return
         deadline = time.perf_counter() + self.coalesce_seconds
-        while not self._stopping and self.coalesce_seconds > 0:
+        while not self._stopping:
             queued = sum(len(job.encodings) - job.next_input for job in self._queue if not job.cancelled)
             if queued * len(self._lanes) >= self._arrived - self._finished:
                 return
