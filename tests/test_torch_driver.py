@@ -13,7 +13,14 @@ from references import reference_bert_vectors, reference_modernbert_hidden
 from texts import varied_texts
 from vecsift import Encoding, embed_distributed, load_backend, load_tokenizer
 from vecsift.backend.driver.torch import TorchDriver, ops
-from vecsift.backend.driver.torch.attention import SdpaAttention, VarlenAttention, choose_attention, group_plan
+from vecsift.backend.driver.torch.attention import (
+    ATTENTION_TILE,
+    SdpaAttention,
+    VarlenAttention,
+    attention_width,
+    choose_attention,
+    group_plan,
+)
 from vecsift.backend.loader import DEFAULT_MODEL
 from vecsift.backend.token_batch import TokenBatch
 from vecsift.errors import BackendError
@@ -94,7 +101,9 @@ def test_int8_keeps_retrieval_quality(backend, tokenizer, fp32_reference):
     int8_backend = load_backend("cpu", precision="int8")
     assert int8_backend.name() == "CPU (torch, int8)"
     int8 = embed_distributed(tokenizer.encode(texts), [int8_backend])
-    assert int8.dtype == np.float32 and (int8 * fp32).sum(1).min() >= 0.98
+    cosines = (int8 * fp32).sum(1)
+    # the worst is the empty text ([CLS] [SEP]): 0.978-0.984, as the attention kernel's blocking changes
+    assert int8.dtype == np.float32 and cosines.min() >= 0.975 and cosines.mean() >= 0.995
 
     chunks = stdlib_chunks(1000)
     assert len(QUERIES) >= 50
@@ -407,14 +416,19 @@ def test_gpu_attention_routes_give_the_cpu_result(make_modernbert, model, route)
 
 
 @pytest.mark.parametrize("model", ["bundled", "modernbert"])
-@pytest.mark.parametrize("order", ["length-sorted", "as given"])
+@pytest.mark.parametrize("order", ["length-sorted", "as given", "one input", "one length"])
 def test_grouped_runs_give_the_per_run_result(make_modernbert, model, order):
-    """The CPU bf16 route (runs of nearby lengths padded together under a key mask), forced in fp32 so the
-    arithmetic can be compared exactly: the vectors of the one-SDPA-per-run route, and every row in one group."""
+    """The CPU bf16 route (inputs grouped by length in steps of 16, padded together under a key mask), forced
+    in fp32 so the arithmetic can be compared exactly: the vectors of the one-SDPA-per-run route, and every
+    row in one group. A batch of one input, or of one length, is padded too when its width is not a step."""
     directory = str(make_modernbert(every=2, window=16)) if model == "modernbert" else DEFAULT_MODEL
     encodings = load_tokenizer(directory).encode(varied_texts(40, seed=3), max_tokens=120)
     if order == "length-sorted":
         encodings.sort(key=len)
+    elif order == "one input":
+        encodings = [next(e for e in encodings if attention_width(len(e)) != len(e))]
+    elif order == "one length":
+        encodings = [e for e in encodings if len(e) == len(encodings[0])] * 3
     backend = load_backend("cpu", directory, driver="torch")
     want = backend.embed_batch(encodings)
     backend.driver.attention_route = SdpaAttention(torch.device("cpu"), pad_many_runs=False, group_runs=True)
@@ -426,8 +440,16 @@ def test_grouped_runs_give_the_per_run_result(make_modernbert, model, order):
         assert len(groups) < len(batch.equal_length_runs()) / 3
     for g in groups:
         lengths = np.diff(batch.cu_seqlens)[np.searchsorted(batch.cu_seqlens, g.start):][: g.count]
-        assert lengths.max() == g.width and lengths.max() <= lengths[0] * 1.5 + 4
+        assert g.width == attention_width(int(lengths.max()))
+        assert len(set(((lengths - 1) // ATTENTION_TILE).tolist())) == 1  # one step of 16
+        assert (g.gather is None) == bool((lengths == g.width).all())
         assert g.gather is None or (len(g.real) == g.end - g.start and int(g.mask.sum()) == g.end - g.start)
+
+
+@pytest.mark.parametrize(("longest", "width"), [(1, 1), (4, 4), (5, 16), (12, 16), (16, 16), (17, 17), (20, 20), (21, 32), (30, 32),
+                                                (32, 32), (36, 36), (37, 48), (250, 256), (256, 256), (259, 259)])
+def test_attention_width_is_a_step_of_16_or_at_most_4_tokens_past_one(longest, width):
+    assert attention_width(longest) == width
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
