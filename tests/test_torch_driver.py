@@ -446,8 +446,9 @@ def test_grouped_runs_give_the_per_run_result(make_modernbert, model, order):
         assert g.gather is None or (len(g.real) == g.end - g.start and int(g.mask.sum()) == g.end - g.start)
 
 
-@pytest.mark.parametrize(("longest", "width"), [(1, 1), (4, 4), (5, 16), (12, 16), (16, 16), (17, 17), (20, 20), (21, 32), (30, 32),
-                                                (32, 32), (36, 36), (37, 48), (250, 256), (256, 256), (259, 259)])
+@pytest.mark.parametrize(("longest", "width"), [(1, 1), (4, 4), (5, 16), (12, 16), (16, 16), (17, 17), (20, 20),
+                                                (21, 32), (30, 32), (32, 32), (36, 36), (37, 48), (250, 256),
+                                                (256, 256), (259, 259)])
 def test_attention_width_is_a_step_of_16_or_at_most_4_tokens_past_one(longest, width):
     assert attention_width(longest) == width
 
