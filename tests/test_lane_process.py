@@ -180,18 +180,45 @@ def test_a_batcher_whose_lane_process_dies_reports_it_and_strands_nothing(monkey
 @pytest.mark.parametrize("in_processes", [True, False])
 def test_a_free_lane_process_takes_what_is_queued_and_a_thread_lane_waits_for_its_share(monkeypatch, encodings,
                                                                                          in_processes):
-    """With inputs outstanding elsewhere, a free lane on a thread waits (up to ``COALESCE_SECONDS``, here
+    """With a few inputs outstanding elsewhere, a free lane on a thread waits (up to ``COALESCE_SECONDS``, here
     10 minutes) for its share of them before it computes; a lane process computes what is queued at once."""
     monkeypatch.setattr(batcher_module, "COALESCE_SECONDS", 600.0)
+    monkeypatch.setattr(batcher_module, "MIN_BATCH_SECONDS", 600.0)
     backend = load_backend("cpu", MODEL, driver="numpy", precision="fp32")
     batcher = Batcher([backend], max_batch_tokens=16384, batch_size=32, workers=2,
                       lane_spec=NUMPY_FP32 if in_processes else None)
     answered = threading.Event()
     try:
-        with batcher._wake:
-            batcher._arrived += 100  # 100 inputs outstanding elsewhere: each lane's share is 50
+        with batcher._wake:  # inputs outstanding elsewhere, fewer than a minimum batch: each lane's share is 7
+            batcher._arrived += batcher_module.MIN_BATCH_INPUTS - 2
         batcher.submit(Job(list(encodings[:1]), True, lambda *answer: answered.set()))
         assert answered.wait(60 if in_processes else 2) == in_processes
     finally:
         batcher.stop(timeout=30)  # a waiting lane stops waiting and computes what is queued
     assert answered.is_set()
+
+
+def test_a_free_lane_process_waits_for_a_minimum_batch_while_another_lane_computes_one(monkeypatch, encodings):
+    """Under load (another lane computing at least ``MIN_BATCH_INPUTS``) a free lane process that finds fewer
+    queued waits, here for up to 10 minutes, and computes as soon as that many are queued."""
+    monkeypatch.setattr(batcher_module, "MIN_BATCH_SECONDS", 600.0)
+    backend = load_backend("cpu", MODEL, driver="numpy", precision="fp32")
+    batcher = Batcher([backend], max_batch_tokens=16384, batch_size=32, workers=2, lane_spec=NUMPY_FP32)
+    sizes: list[int] = []
+    batcher.on_batch = lambda stats: sizes.append(stats.inputs)
+    first, rest = threading.Event(), threading.Event()
+    try:
+        with batcher._wake:  # what another lane computes
+            batcher._arrived += batcher_module.MIN_BATCH_INPUTS
+        batcher.submit(Job(list(encodings[:1]), True, lambda *answer: first.set()))
+        assert not first.wait(2)
+        more = (encodings * batcher_module.MIN_BATCH_INPUTS)[: batcher_module.MIN_BATCH_INPUTS - 1]
+        batcher.submit(Job(more, True, lambda *answer: rest.set()))
+        assert first.wait(60)
+        assert sizes[0] > 1  # the lone input waited for the others (two idle lanes split them)
+        with batcher._wake:  # the other lane is done: what is left is computed at once
+            batcher._arrived -= batcher_module.MIN_BATCH_INPUTS
+            batcher._wake.notify_all()
+        assert rest.wait(60) and sum(sizes) == batcher_module.MIN_BATCH_INPUTS
+    finally:
+        batcher.stop(timeout=30)

@@ -13,9 +13,10 @@ each request its rows back on the event loop:
 - GPU backends (or a single CPU worker): one lane that runs each batch on the engine's scheduler
   (``embed_distributed``: the GPU ring, or the worker pool).
 
-Under load a free lane on the scheduler or on a thread waits a moment for its share of the outstanding
-inputs (:meth:`Batcher._coalesce`), so that it does not compute a handful of inputs at a time; a lane
-process does not wait (see :data:`COALESCE_SECONDS`).
+Under load a free lane waits a moment so that it does not compute a handful of inputs at a time
+(:meth:`Batcher._coalesce`): on the scheduler or on a thread for its share of the outstanding inputs (see
+:data:`COALESCE_SECONDS`); a lane process only while it finds fewer than :data:`MIN_BATCH_INPUTS` queued
+and another lane computes at least as many (see :data:`MIN_BATCH_SECONDS`).
 
 A request too large for what is left of a batch is sliced, and its remainder goes behind the requests
 that arrived after it, so a large request delays the ones behind it by one batch at most. A request
@@ -46,11 +47,20 @@ from vecsift.server.lane_process import LaneProcess, LaneSpec
 # single-text clients from batches of ~32 (alternating halves) to ~63 and from 650 to 860 texts/s here
 # (3 ms: 760). Two lanes on threads: no wait 918, 3 ms 1038, 10 ms 985-1085 (a noisy machine); with packed
 # GEMM weights, no wait 1004-1115 against 1040-1159. A lone client never waits (its one request is all that
-# is outstanding). Lane processes take what is queued at once: a forward pass costs about the same per
-# text from ~16 inputs up now (packed weights), and the wait left each core idle a quarter of the time.
-# Alternating on 2 cores: 64 clients 1366-1422 texts/s against 1226-1252 with 10 ms, 8 clients 667-713
-# against 605-627, 64 clients of 32 texts 1954-1980 against 1810-1909.
+# is outstanding). Lane processes do not wait for their share (only for a minimum batch, below): a forward
+# pass costs about the same per text from ~16 inputs up (packed weights), and that wait left each core idle
+# a quarter of the time. Alternating on 2 cores, not waiting against 10 ms: 64 clients 1366-1422 texts/s
+# against 1226-1252, 8 clients 667-713 against 605-627, 64 clients of 32 texts 1954-1980 against 1810-1909.
 COALESCE_SECONDS = 0.010
+# A free lane process that finds fewer than MIN_BATCH_INPUTS inputs queued while another lane computes at
+# least that many waits up to MIN_BATCH_SECONDS for more: the clients that lane just answered are sending
+# again. Under 64 single-text clients, without it, batches of 1-8 short texts held 9% of the texts and took
+# 16% of the lanes' forward time (1.6-3.2 ms per text against 1.0-1.1 in batches of 17-64); with it 5% and
+# 11%. Alternating, 4 runs each: 1,325-1,501 texts/s against 1,165-1,474, the lanes 1.04-1.20 ms of CPU per
+# text against 1.18-1.37. Fewer clients never wait: 8 clients 595-635 texts/s against 591-635 (a bare
+# minimum batch, without the other lane's count, cost 8 clients 16%).
+MIN_BATCH_INPUTS = 16
+MIN_BATCH_SECONDS = 0.004
 # How stale "every lane process is alive" may be: polling each on every request cost ~14% of the event
 # loop at 64 busy clients.
 PROCESS_POLL_SECONDS = 0.05
@@ -118,8 +128,9 @@ class Batcher:
         else:
             self._lanes = [threading.Thread(target=self._run, args=(None,), name="vecsift-batcher",
                                             daemon=True)]
-        #: how long a free lane waits for its share (:meth:`_coalesce`): not at all for lane processes
-        self.coalesce_seconds = 0.0 if self._processes else COALESCE_SECONDS
+        #: how long a free lane waits for its share of the outstanding inputs, or (lane processes) for a
+        #: minimum batch while another lane is busy (:meth:`_coalesce`)
+        self.coalesce_seconds = MIN_BATCH_SECONDS if self._processes else COALESCE_SECONDS
         for lane in self._lanes:
             lane.start()
 
@@ -234,23 +245,27 @@ class Batcher:
         return bool(self._queue)
 
     def _coalesce(self) -> None:
-        """Under load, wait a moment until this lane's share of the outstanding inputs is queued (call with
-        the lock held).
+        """Under load, wait a moment for more inputs before taking a batch (call with the lock held).
 
-        Outstanding inputs are those submitted and not yet answered: queued, computing on another lane,
-        or (just answered) on their way back as the clients' next requests. Taking whatever is queued the
-        moment a lane is free would split busy clients into small groups that each get a batch of their
-        own, and a forward pass costs nearly as much for a few inputs as for many (per-operation overhead
-        dominates small batches). With N lanes, a lane waits for 1/N of the outstanding inputs (64 busy
-        clients, 2 lanes: batches of up to ~32, staggered); one lane waits for them all, as one batcher did;
-        a lone client never waits (its one request is all that is outstanding).
+        Outstanding inputs are those submitted and not yet answered: queued or computing on another lane.
+        Taking whatever is queued the moment a lane is free would split busy clients into small groups that
+        each get a batch of their own, and a forward pass costs nearly as much for a few inputs as for many
+        (per-operation overhead dominates small batches). A lane on a thread or on the scheduler waits for
+        its share, 1/N of the outstanding inputs with N lanes (64 busy clients, 2 lanes: batches of up to
+        ~32, staggered; one lane waits for them all). A lane process computes as soon as
+        :data:`MIN_BATCH_INPUTS` are queued, or no other lane computes that many: its waiting left each core
+        idle a quarter of the time. A lone client never waits (its one request is all that is outstanding).
         """
         if self.coalesce_seconds <= 0:
             return
         deadline = time.perf_counter() + self.coalesce_seconds
         while not self._stopping:
             queued = sum(len(job.encodings) - job.next_input for job in self._queue if not job.cancelled)
-            if queued * len(self._lanes) >= self._arrived - self._finished:
+            outstanding = self._arrived - self._finished
+            if self._processes:
+                if queued >= MIN_BATCH_INPUTS or outstanding - queued < MIN_BATCH_INPUTS:
+                    return
+            elif queued * len(self._lanes) >= outstanding:
                 return
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
