@@ -253,8 +253,8 @@ class Batcher:
         (per-operation overhead dominates small batches). A lane on a thread or on the scheduler waits for
         its share, 1/N of the outstanding inputs with N lanes (64 busy clients, 2 lanes: batches of up to
         ~32, staggered; one lane waits for them all). A lane process computes as soon as
-        :data:`MIN_BATCH_INPUTS` are queued, or no other lane computes that many: its waiting left each core
-        idle a quarter of the time. A lone client never waits (its one request is all that is outstanding).
+        :data:`MIN_BATCH_INPUTS` are queued, or no other lane computes that many (waiting for a share left
+        each core idle a quarter of the time). A lone client never waits (its one request is all that is outstanding).
         """
         if self.coalesce_seconds <= 0:
             return
