@@ -390,7 +390,8 @@ def scaled_varlen(*args, **kwargs):
 def test_varlen_probe_decides_the_attention_route(kernel, window, expected):
     """A GPU driver uses varlen flash attention only if torch has it and it agrees with SDPA on a probe;
     otherwise it says why in ``describe()`` (``vecsift info``) and uses SDPA."""
-    assert TorchDriver("cpu", "bf16").describe()["attention"] == "sdpa (runs of nearby lengths grouped)"  # no probe
+    grouped = "sdpa (inputs grouped in steps of 16 tokens)"
+    assert TorchDriver("cpu", "bf16").describe()["attention"] == grouped  # no probe
     assert TorchDriver("cpu", "fp32").describe()["attention"] == "sdpa"
     route = choose_attention(torch.device("cpu"), torch.bfloat16, found=(kernel, window))  # the probe runs here
     assert route.label.startswith(expected)

@@ -37,9 +37,9 @@ class SdpaAttention:
         self.device = device
         #: one padded SDPA for a dense batch of several lengths (GPUs), instead of one SDPA per run
         self.pad_many_runs = pad_many_runs
-        #: one padded SDPA per group of runs of nearby lengths (CPU, bf16), instead of one per run
+        #: one SDPA per group of inputs in one step of 16 tokens, padded to it (CPU, bf16), not one per run
         self.group_runs = group_runs
-        self.label = label + (" (runs of nearby lengths grouped)" if group_runs else "")
+        self.label = label + (" (inputs grouped in steps of 16 tokens)" if group_runs else "")
         self._plan: tuple[np.ndarray | None, list[Group]] = (None, [])
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, batch: TokenBatch, num_heads: int,
