@@ -50,6 +50,13 @@ def encodings() -> list:
     return load_tokenizer(MODEL).encode(TEXTS)
 
 
+def _two_lanes(in_processes: bool = True) -> Batcher:
+    """A batcher of two lanes on the NumPy fp32 backend: lane processes, or lane threads."""
+    backend = load_backend("cpu", MODEL, driver="numpy", precision="fp32")
+    return Batcher([backend], max_batch_tokens=16384, batch_size=32, workers=2,
+                   lane_spec=NUMPY_FP32 if in_processes else None)
+
+
 def _reference(spec: LaneSpec, encodings: list, normalize: bool = True) -> tuple[np.ndarray, TokenBatch]:
     """What the same backend computes in this process, single-threaded as a lane runs it."""
     backend = load_backend("cpu", spec.model, driver=spec.driver, precision=spec.precision)
@@ -140,8 +147,7 @@ def test_a_server_whose_lanes_cannot_start_fails_before_it_listens(monkeypatch, 
 
 
 def test_a_batcher_whose_lane_process_dies_reports_it_and_strands_nothing(monkeypatch, encodings):
-    backend = load_backend("cpu", MODEL, driver="numpy", precision="fp32")
-    batcher = Batcher([backend], max_batch_tokens=16384, batch_size=32, workers=2, lane_spec=NUMPY_FP32)
+    batcher = _two_lanes()
     try:
         assert batcher.lanes == 2 and batcher.healthy()
         polls = []
@@ -184,9 +190,7 @@ def test_a_free_lane_process_takes_what_is_queued_and_a_thread_lane_waits_for_it
     10 minutes) for its share of them before it computes; a lane process computes what is queued at once."""
     monkeypatch.setattr(batcher_module, "COALESCE_SECONDS", 600.0)
     monkeypatch.setattr(batcher_module, "MIN_BATCH_SECONDS", 600.0)
-    backend = load_backend("cpu", MODEL, driver="numpy", precision="fp32")
-    batcher = Batcher([backend], max_batch_tokens=16384, batch_size=32, workers=2,
-                      lane_spec=NUMPY_FP32 if in_processes else None)
+    batcher = _two_lanes(in_processes)
     answered = threading.Event()
     try:
         with batcher._wake:  # inputs outstanding elsewhere, fewer than a minimum batch: each lane's share is 7
@@ -202,8 +206,7 @@ def test_a_free_lane_process_waits_for_a_minimum_batch_while_another_lane_comput
     """Under load (another lane computing at least ``MIN_BATCH_INPUTS``) a free lane process that finds fewer
     queued waits, here for up to 10 minutes, and computes as soon as that many are queued."""
     monkeypatch.setattr(batcher_module, "MIN_BATCH_SECONDS", 600.0)
-    backend = load_backend("cpu", MODEL, driver="numpy", precision="fp32")
-    batcher = Batcher([backend], max_batch_tokens=16384, batch_size=32, workers=2, lane_spec=NUMPY_FP32)
+    batcher = _two_lanes()
     sizes: list[int] = []
     batcher.on_batch = lambda stats: sizes.append(stats.inputs)
     first, rest = threading.Event(), threading.Event()

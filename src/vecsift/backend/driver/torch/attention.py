@@ -173,10 +173,11 @@ def group_plan(batch: TokenBatch) -> list[Group]:
     """
     lengths = batch.lengths.tolist()
     bounds = batch.cu_seqlens.tolist()
+    steps = [-(-n // ATTENTION_TILE) for n in lengths]  # each length rounded up to a multiple of the tile
     groups = []
     first = 0
     for i in range(1, len(lengths) + 1):
-        if i < len(lengths) and -(-lengths[i] // ATTENTION_TILE) == -(-lengths[first] // ATTENTION_TILE):
+        if i < len(lengths) and steps[i] == steps[first]:
             continue
         part = np.asarray(lengths[first:i])
         width, count = attention_width(int(part.max())), i - first
