@@ -27,7 +27,9 @@ def add_serve_command(commands: Any) -> None:
                        help="bytes one request body may have (default: %(default)s)")
     serve.add_argument("--overload-status", type=int, choices=(429, 503), default=429,
                        help="status when overloaded (default: 429)")
-    serve.add_argument("--tokenization-workers", type=positive_int, default=2)
+    serve.add_argument("--tokenization-workers", type=positive_int, default=2,
+                       help="threads that tokenize requests off the event loop, each taking every request queued "
+                            "since its last round (default: %(default)s)")
     serve.add_argument("--api-key", default=os.environ.get("VECSIFT_API_KEY"),
                        help="require `Authorization: Bearer KEY` (default: $VECSIFT_API_KEY; none: open)")
     serve.add_argument("--index", default=None, metavar="PATH", help="also serve POST /search over this folder")

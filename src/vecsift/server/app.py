@@ -2,8 +2,8 @@
 metrics, and code search, over one :class:`Batcher`.
 
 Per request: admission (inputs in flight against ``max_concurrent_requests``, answered at once with
-429 or 503 and ``Retry-After`` when full), parsing and validation, tokenization (on the event loop
-for a small request, in a worker thread for a large one), the batcher, and the response encoded by
+429 or 503 and ``Retry-After`` when full), parsing and validation, tokenization (off the event loop, many
+requests per call: :mod:`.tokenizing`), the batcher, and the response encoded by
 orjson straight from the float32 rows. Every response carries TEI's per-stage timing headers.
 """
 
@@ -45,6 +45,7 @@ from vecsift.server.protocol import (
     parse_tei,
     shape_vectors,
 )
+from vecsift.server.tokenizing import TokenizingStage
 
 OPENAI_PATHS = ("/v1/embeddings", "/embeddings")
 OPEN_PATHS = ("/health", "/metrics")  # answered without the API key
@@ -64,7 +65,6 @@ class ServerSettings:
     tokenization_workers: int = 2
     batch_size: int = 32  # inputs per unit of the CPU worker pool
     workers: int | None = None
-    inline_tokenize_chars: int = 4096  # smaller requests are tokenized on the event loop (a thread hop costs more)
     lane_processes: bool = True  # CPU lanes compute in processes of their own (see server/lane_process.py)
 
 
@@ -78,12 +78,13 @@ class _Server:
         self.metrics = Metrics()
         self.in_flight = 0  # touched on the event loop only
         backend = embedder.backends[0]
-        self.vocab_size = int(getattr(getattr(backend, "arch", None), "vocab_size", 0)) or None
+        vocab_size = int(getattr(getattr(backend, "arch", None), "vocab_size", 0)) or None
         self.max_tokens = embedder.max_tokens
         self.limits = Limits(dim=embedder.dim, max_client_batch_size=settings.max_client_batch_size,
                              prompts=dict(embedder.prompts.named))
         self.batcher: Batcher | None = None
-        self.tokenizing = ThreadPoolExecutor(settings.tokenization_workers, thread_name_prefix="vecsift-tokenize")
+        self.tokenizing = TokenizingStage(embedder.tokenizer, max_tokens=embedder.max_tokens, vocab_size=vocab_size,
+                                          workers=settings.tokenization_workers)
         self.searching = ThreadPoolExecutor(1, thread_name_prefix="vecsift-search")
 
     def start(self) -> None:
@@ -104,7 +105,7 @@ class _Server:
     def stop(self) -> None:
         if self.batcher is not None:
             self.batcher.stop()
-        self.tokenizing.shutdown(wait=True)
+        self.tokenizing.stop()
         self.searching.shutdown(wait=True)
 
     def _batch_done(self, stats: BatchStats) -> None:
@@ -127,45 +128,12 @@ class _Server:
         self.in_flight -= inputs
         self.metrics.in_flight.set(self.in_flight)
 
-    def tokenize(self, request: EmbedRequest) -> list[Encoding]:
-        """Encodings for every input (texts with the prompt; token ids as given), truncated or refused."""
-        tokenizer = self.embedder.tokenizer
-        limit = self.max_tokens
-        texts = {i: request.prompt + x for i, x in enumerate(request.inputs) if isinstance(x, str)}
-        if not request.truncate and texts:
-            for i, count in zip(texts, tokenizer.count_tokens(list(texts.values())), strict=True):
-                if count > limit:
-                    raise ApiError("Validation", f"input {i} has {count} tokens, more than the model's limit of "
-                                                 f"{limit}; shorten it or send \"truncate\": true")
-        encoded = dict(zip(texts, tokenizer.encode(list(texts.values()), direction=request.direction), strict=True))
-        out: list[Encoding] = []
-        for i, item in enumerate(request.inputs):
-            if isinstance(item, str):
-                out.append(encoded[i])
-                continue
-            if len(item) > limit:
-                if not request.truncate:
-                    raise ApiError("Validation", f"input {i} has {len(item)} token ids, more than the model's limit "
-                                                 f"of {limit}; send fewer or \"truncate\": true")
-                item = item[:limit] if request.direction == "right" else item[-limit:]
-            bad = [t for t in item if t < 0 or (self.vocab_size is not None and t >= self.vocab_size)]
-            if bad:
-                raise ApiError("Validation", f"input {i} holds token id {bad[0]}, outside the vocabulary of size "
-                                             f"{self.vocab_size}")
-            out.append(Encoding.from_ids(np.asarray(item, dtype=np.int64)))
-        return out
-
     async def embed(self, receive: Receive, request: EmbedRequest) -> tuple[np.ndarray, int, dict[str, str]]:
         """Vectors for ``request`` (shaped as asked), their token count, and the timing headers."""
         started = time.perf_counter()
         self.admit(len(request.inputs))
         try:
-            chars = sum(len(x) if isinstance(x, str) else 0 for x in request.inputs)
-            loop = asyncio.get_running_loop()
-            if chars <= self.settings.inline_tokenize_chars:
-                encodings = self.tokenize(request)
-            else:
-                encodings = await loop.run_in_executor(self.tokenizing, self.tokenize, request)
+            encodings = await self.tokenizing.tokenize(request)
             tokenized = time.perf_counter()
             rows, queue_seconds, inference_seconds = await self._through_batcher(receive, encodings,
                                                                                  request.normalize)
@@ -327,8 +295,7 @@ def create_app(embedder: Embedder, settings: ServerSettings, index: Any | None =
             if len(texts) > settings.max_client_batch_size:
                 raise ApiError("Validation", f"batch size {len(texts)} > maximum allowed batch size "
                                              f"{settings.max_client_batch_size}")
-            pieces = await asyncio.get_running_loop().run_in_executor(
-                server.tokenizing, embedder.tokenizer.pieces, texts)
+            pieces = await asyncio.get_running_loop().run_in_executor(None, embedder.tokenizer.pieces, texts)
         except ApiError as err:
             return _error(err, openai=False)
         return ORJSONResponse(pieces)

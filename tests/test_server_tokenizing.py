@@ -1,0 +1,214 @@
+"""The server's tokenizing stage: many requests per tokenizer call, each request's own encodings and errors."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from vecsift.errors import EncodingError
+from vecsift.server.protocol import ApiError, EmbedRequest
+from vecsift.server.tokenizing import LARGE_REQUEST_CHARS, TokenizingStage
+from vecsift.tokenizer import load_tokenizer
+
+LIMIT = 32
+VOCAB = 30522
+NUMBERS = " ".join(map(str, range(100)))  # more tokens than LIMIT, each cut different
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer()
+
+
+class Recording:
+    """The real tokenizer, recording how many texts each call got; the first call can be held until released,
+    so that requests queue up behind it; ``fail_on`` raises the tokenizer's error for a call holding that text."""
+
+    def __init__(self, tokenizer, hold_first: bool = False, fail_on: str | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.calls: list[int] = []
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        if not hold_first:
+            self.release.set()
+        self.fail_on = fail_on
+
+    def encode(self, texts, max_tokens=None, direction="right"):
+        self.calls.append(len(texts))
+        self.entered.set()
+        self.release.wait(10)
+        if self.fail_on is not None and self.fail_on in texts:
+            raise EncodingError(f"cannot tokenize {self.fail_on!r}")
+        return self.tokenizer.encode(texts, max_tokens=LIMIT, direction=direction)
+
+    def count_tokens(self, texts):
+        return self.tokenizer.count_tokens(texts)
+
+
+def stage_of(tokenizer, workers: int = 1) -> TokenizingStage:
+    return TokenizingStage(tokenizer, max_tokens=LIMIT, vocab_size=VOCAB, workers=workers)
+
+
+def gather(stage: TokenizingStage, requests: list[EmbedRequest]) -> list:
+    """Every request's encodings (or its exception), submitted together from one event loop."""
+    async def main():
+        return await asyncio.gather(*(stage.tokenize(r) for r in requests), return_exceptions=True)
+    return asyncio.run(main())
+
+
+def ids(encodings) -> list[list[int]]:
+    return [e.input_ids.tolist() for e in encodings]
+
+
+REQUESTS = [
+    EmbedRequest(["retry a request with exponential backoff"]),
+    EmbedRequest(["parse a configuration file", "", "ünïcödé 🙂"]),
+    EmbedRequest([NUMBERS], direction="left"),
+    EmbedRequest([NUMBERS]),
+    EmbedRequest(["least recently used cache"], prompt="query: "),
+    EmbedRequest([[101, 7592, 102], "mixed with text"]),
+    EmbedRequest([list(range(1000, 1000 + 3 * LIMIT))], direction="left"),
+]
+
+
+def test_each_request_gets_its_own_encodings(tokenizer):
+    stage = stage_of(tokenizer, workers=2)
+    try:
+        got = gather(stage, REQUESTS * 5)
+    finally:
+        stage.stop()
+    for request, encodings in zip(REQUESTS * 5, got, strict=True):
+        texts = [request.prompt + x for x in request.inputs if isinstance(x, str)]
+        expected = iter(ids(tokenizer.encode(texts, max_tokens=LIMIT, direction=request.direction)))
+        for item, encoding in zip(request.inputs, encodings, strict=True):
+            want = next(expected) if isinstance(item, str) else (
+                item[:LIMIT] if request.direction == "right" else item[-LIMIT:])
+            assert encoding.input_ids.tolist() == want
+            assert len(encoding) <= LIMIT
+    left, right = got[2][0].input_ids.tolist(), got[3][0].input_ids.tolist()
+    assert left != right and left[0] == right[0] == 101  # each keeps [CLS]; the cut is on its own side
+
+
+def test_requests_queued_behind_a_call_share_the_next_one(tokenizer):
+    recording = Recording(tokenizer, hold_first=True)
+    stage = stage_of(recording)
+    requests = [EmbedRequest([f"text number {n}"]) for n in range(20)]
+
+    async def main():
+        first = stage.tokenize(requests[0])
+        await asyncio.to_thread(recording.entered.wait, 10)
+        rest = [stage.tokenize(r) for r in requests[1:]]  # queued while the worker is in its first call
+        recording.release.set()
+        return await asyncio.gather(first, *rest)
+
+    try:
+        got = asyncio.run(main())
+    finally:
+        stage.stop()
+    assert recording.calls == [1, 19]
+    assert [ids(e) for e in got] == [ids(tokenizer.encode(r.inputs, max_tokens=LIMIT)) for r in requests]
+
+
+def test_a_bad_request_fails_alone(tokenizer):
+    requests = [
+        EmbedRequest(["fine"]),
+        EmbedRequest(["word " * 100], truncate=False),  # more than the limit, and must not be cut
+        EmbedRequest([[101, VOCAB + 5, 102]]),  # outside the vocabulary
+        EmbedRequest([[-1]]),
+        EmbedRequest([list(range(100, 100 + LIMIT + 1))], truncate=False),
+        EmbedRequest(["also fine"], truncate=False),
+    ]
+    stage = stage_of(tokenizer)
+    try:
+        got = gather(stage, requests)
+    finally:
+        stage.stop()
+    assert ids(got[0]) == ids(tokenizer.encode(["fine"], max_tokens=LIMIT))
+    assert ids(got[5]) == ids(tokenizer.encode(["also fine"], max_tokens=LIMIT))
+    for index, needle in ((1, "input 0 has 102 tokens"), (2, f"token id {VOCAB + 5}"), (3, "token id -1"),
+                          (4, f"{LIMIT + 1} token ids")):
+        assert isinstance(got[index], ApiError) and got[index].error_type == "Validation"
+        assert needle in str(got[index])
+
+
+def test_a_tokenizer_error_stays_with_its_request(tokenizer):
+    recording = Recording(tokenizer, hold_first=True, fail_on="poison")
+    stage = stage_of(recording)
+
+    async def main():
+        first = stage.tokenize(EmbedRequest(["warm up"]))
+        await asyncio.to_thread(recording.entered.wait, 10)
+        rest = [stage.tokenize(EmbedRequest([text])) for text in ("good one", "poison", "good two")]
+        recording.release.set()
+        return await asyncio.gather(first, *rest, return_exceptions=True)
+
+    try:
+        got = asyncio.run(main())
+    finally:
+        stage.stop()
+    assert isinstance(got[2], ApiError) and got[2].error_type == "Tokenizer" and "poison" in str(got[2])
+    assert ids(got[1]) == ids(tokenizer.encode(["good one"], max_tokens=LIMIT))
+    assert ids(got[3]) == ids(tokenizer.encode(["good two"], max_tokens=LIMIT))
+
+
+def test_an_unexpected_error_reaches_the_request_and_the_worker_goes_on(tokenizer):
+    class Broken(Recording):
+        def encode(self, texts, max_tokens=None, direction="right"):
+            if "crash" in texts:
+                raise RuntimeError("tokenizer crashed")
+            return super().encode(texts, max_tokens, direction)
+
+    stage = stage_of(Broken(tokenizer))
+    try:
+        crashed = gather(stage, [EmbedRequest(["crash"])])[0]
+        after = gather(stage, [EmbedRequest(["still here"])])[0]
+    finally:
+        stage.stop()
+    assert isinstance(crashed, RuntimeError) and "crashed" in str(crashed)
+    assert ids(after) == ids(tokenizer.encode(["still here"], max_tokens=LIMIT))
+
+
+def test_a_large_request_gets_a_call_of_its_own_after_the_small_ones(tokenizer):
+    recording = Recording(tokenizer, hold_first=True)
+    stage = stage_of(recording)
+    large = EmbedRequest(["x" * (LARGE_REQUEST_CHARS // 2), "y" * (LARGE_REQUEST_CHARS // 2 + 1)])
+    small = [EmbedRequest(["small one"]), EmbedRequest(["small two"])]
+
+    async def main():
+        first = stage.tokenize(EmbedRequest(["warm up"]))
+        await asyncio.to_thread(recording.entered.wait, 10)
+        queued = [stage.tokenize(large), *(stage.tokenize(r) for r in small)]
+        recording.release.set()
+        return await asyncio.gather(first, *queued)
+
+    try:
+        got = asyncio.run(main())
+    finally:
+        stage.stop()
+    assert recording.calls == [1, 2, 2]  # the round's two small texts together, then the large request's two
+    assert ids(got[1]) == ids(tokenizer.encode(large.inputs, max_tokens=LIMIT))
+    assert [ids(g) for g in got[2:]] == [ids(tokenizer.encode(r.inputs, max_tokens=LIMIT)) for r in small]
+
+
+def test_stop_finishes_what_is_queued_then_refuses(tokenizer):
+    recording = Recording(tokenizer, hold_first=True)
+    stage = stage_of(recording)
+
+    async def main():
+        futures = [stage.tokenize(EmbedRequest([f"queued {n}"])) for n in range(5)]
+        await asyncio.to_thread(recording.entered.wait, 10)
+        stopping = asyncio.create_task(asyncio.to_thread(stage.stop))
+        await asyncio.sleep(0.05)
+        recording.release.set()
+        got = await asyncio.gather(*futures)
+        await stopping
+        with pytest.raises(ApiError, match="stopping"):
+            stage.tokenize(EmbedRequest(["too late"]))
+        return got
+
+    got = asyncio.run(main())
+    assert [ids(g) for g in got] == [ids(tokenizer.encode([f"queued {n}"], max_tokens=LIMIT)) for n in range(5)]
+    assert all(np.all(e.attention_mask == 1) for g in got for e in g)
