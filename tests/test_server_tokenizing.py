@@ -15,6 +15,7 @@ from vecsift.tokenizer import load_tokenizer
 
 LIMIT = 32
 VOCAB = 30522
+SETTLED_SECONDS = 30  # a request the stage lost fails its test instead of hanging it
 NUMBERS = " ".join(map(str, range(100)))  # more tokens than LIMIT, each cut different
 
 
@@ -55,7 +56,21 @@ def stage_of(tokenizer, workers: int = 1) -> TokenizingStage:
 def gather(stage: TokenizingStage, requests: list[EmbedRequest]) -> list:
     """Every request's encodings (or its exception), submitted together from one event loop."""
     async def main():
-        return await asyncio.gather(*(stage.tokenize(r) for r in requests), return_exceptions=True)
+        futures = [stage.tokenize(r) for r in requests]
+        return await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), SETTLED_SECONDS)
+    return asyncio.run(main())
+
+
+def behind_a_held_call(stage: TokenizingStage, recording: Recording, requests: list[EmbedRequest],
+                       first: EmbedRequest | None = None) -> list:
+    """``first`` enters the tokenizer and is held there while ``requests`` queue up behind it; then the call
+    is released and every result gathered (exceptions as results), ``first``'s first."""
+    async def main():
+        held = stage.tokenize(first or EmbedRequest(["warm up"]))
+        await asyncio.to_thread(recording.entered.wait, 10)
+        queued = [stage.tokenize(r) for r in requests]
+        recording.release.set()
+        return await asyncio.wait_for(asyncio.gather(held, *queued, return_exceptions=True), SETTLED_SECONDS)
     return asyncio.run(main())
 
 
@@ -96,16 +111,8 @@ def test_requests_queued_behind_a_call_share_the_next_one(tokenizer):
     recording = Recording(tokenizer, hold_first=True)
     stage = stage_of(recording)
     requests = [EmbedRequest([f"text number {n}"]) for n in range(20)]
-
-    async def main():
-        first = stage.tokenize(requests[0])
-        await asyncio.to_thread(recording.entered.wait, 10)
-        rest = [stage.tokenize(r) for r in requests[1:]]  # queued while the worker is in its first call
-        recording.release.set()
-        return await asyncio.gather(first, *rest)
-
     try:
-        got = asyncio.run(main())
+        got = behind_a_held_call(stage, recording, requests[1:], first=requests[0])
     finally:
         stage.stop()
     assert recording.calls == [1, 19]
@@ -137,16 +144,8 @@ def test_a_bad_request_fails_alone(tokenizer):
 def test_a_tokenizer_error_stays_with_its_request(tokenizer):
     recording = Recording(tokenizer, hold_first=True, fail_on="poison")
     stage = stage_of(recording)
-
-    async def main():
-        first = stage.tokenize(EmbedRequest(["warm up"]))
-        await asyncio.to_thread(recording.entered.wait, 10)
-        rest = [stage.tokenize(EmbedRequest([text])) for text in ("good one", "poison", "good two")]
-        recording.release.set()
-        return await asyncio.gather(first, *rest, return_exceptions=True)
-
     try:
-        got = asyncio.run(main())
+        got = behind_a_held_call(stage, recording, [EmbedRequest([t]) for t in ("good one", "poison", "good two")])
     finally:
         stage.stop()
     assert isinstance(got[2], ApiError) and got[2].error_type == "Tokenizer" and "poison" in str(got[2])
@@ -176,16 +175,8 @@ def test_a_large_request_gets_a_call_of_its_own_after_the_small_ones(tokenizer):
     stage = stage_of(recording)
     large = EmbedRequest(["x" * (LARGE_REQUEST_CHARS // 2), "y" * (LARGE_REQUEST_CHARS // 2 + 1)])
     small = [EmbedRequest(["small one"]), EmbedRequest(["small two"])]
-
-    async def main():
-        first = stage.tokenize(EmbedRequest(["warm up"]))
-        await asyncio.to_thread(recording.entered.wait, 10)
-        queued = [stage.tokenize(large), *(stage.tokenize(r) for r in small)]
-        recording.release.set()
-        return await asyncio.gather(first, *queued)
-
     try:
-        got = asyncio.run(main())
+        got = behind_a_held_call(stage, recording, [large, *small])
     finally:
         stage.stop()
     assert recording.calls == [1, 2, 2]  # the round's two small texts together, then the large request's two
@@ -203,7 +194,7 @@ def test_stop_finishes_what_is_queued_then_refuses(tokenizer):
         stopping = asyncio.create_task(asyncio.to_thread(stage.stop))
         await asyncio.sleep(0.05)
         recording.release.set()
-        got = await asyncio.gather(*futures)
+        got = await asyncio.wait_for(asyncio.gather(*futures), SETTLED_SECONDS)
         await stopping
         with pytest.raises(ApiError, match="stopping"):
             stage.tokenize(EmbedRequest(["too late"]))

@@ -124,14 +124,16 @@ class TokenizingStage:
                 _settle([(waiting, None, err) for waiting in round_])
 
     def _round(self, round_: list[_Waiting]) -> None:
-        small = [w for w in round_ if w.request.truncate and _chars(w.request) <= LARGE_REQUEST_CHARS]
-        by_direction: dict[str, list[_Waiting]] = defaultdict(list)
-        for waiting in small:
-            by_direction[waiting.request.direction].append(waiting)
-        _settle([result for direction, group in by_direction.items() for result in self._together(group, direction)])
+        by_direction: dict[str, list[_Waiting]] = defaultdict(list)  # small requests, tokenized together
+        alone: list[_Waiting] = []
         for waiting in round_:
-            if not (waiting.request.truncate and _chars(waiting.request) <= LARGE_REQUEST_CHARS):
-                _settle([self._alone(waiting)])
+            if waiting.request.truncate and _chars(waiting.request) <= LARGE_REQUEST_CHARS:
+                by_direction[waiting.request.direction].append(waiting)
+            else:
+                alone.append(waiting)
+        _settle([result for direction, group in by_direction.items() for result in self._together(group, direction)])
+        for waiting in alone:
+            _settle([self._alone(waiting)])
 
     def _together(self, group: list[_Waiting], direction: str) -> list[tuple]:
         """The group's texts in one call, then each request's encodings (errors stay with their request)."""
