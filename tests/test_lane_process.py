@@ -144,6 +144,7 @@ def test_a_server_whose_lanes_cannot_start_fails_before_it_listens(monkeypatch, 
     monkeypatch.setattr(app._Server, "_lane_spec", lambda server: LaneSpec(str(tmp_path / "gone"), "numpy", "fp32"))
     with pytest.raises(VecsiftError, match="gone"):
         app.create_app(Embedder(MODEL, driver="numpy"), app.ServerSettings(model_id=MODEL, workers=2), start_now=True)
+    assert not [t for t in threading.enumerate() if t.name.startswith("vecsift-tokenize") and t.is_alive()]
 
 
 def test_a_batcher_whose_lane_process_dies_reports_it_and_strands_nothing(monkeypatch, encodings):

@@ -50,7 +50,9 @@ class Recording:
 
 
 def stage_of(tokenizer, workers: int = 1) -> TokenizingStage:
-    return TokenizingStage(tokenizer, max_tokens=LIMIT, vocab_size=VOCAB, workers=workers)
+    stage = TokenizingStage(tokenizer, max_tokens=LIMIT, vocab_size=VOCAB, workers=workers)
+    stage.start()
+    return stage
 
 
 def gather(stage: TokenizingStage, requests: list[EmbedRequest]) -> list:
@@ -203,3 +205,23 @@ def test_stop_finishes_what_is_queued_then_refuses(tokenizer):
     got = asyncio.run(main())
     assert [ids(g) for g in got] == [ids(tokenizer.encode([f"queued {n}"], max_tokens=LIMIT)) for n in range(5)]
     assert all(np.all(e.attention_mask == 1) for g in got for e in g)
+
+
+def test_a_stage_has_no_threads_until_started_and_refuses_until_then(tokenizer):
+    def workers() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("vecsift-tokenize") and t.is_alive()}
+
+    before = workers()
+    stage = TokenizingStage(tokenizer, max_tokens=LIMIT, vocab_size=VOCAB, workers=2)
+
+    async def early():
+        stage.tokenize(EmbedRequest(["too early"]))
+
+    with pytest.raises(ApiError, match="not ready") as refused:
+        asyncio.run(early())
+    assert refused.value.error_type == "Unhealthy" and workers() == before
+    stage.start()
+    stage.start()  # once
+    assert len(workers() - before) == 2
+    stage.stop()
+    assert workers() <= before

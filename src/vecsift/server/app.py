@@ -91,9 +91,14 @@ class _Server:
         """Start the lanes (once)."""
         if self.batcher is not None:
             return
-        self.batcher = Batcher(self.embedder.backends, max_batch_tokens=self.settings.max_batch_tokens,
-                               batch_size=self.settings.batch_size, workers=self.settings.workers,
-                               on_batch=self._batch_done, lane_spec=self._lane_spec())
+        self.tokenizing.start()
+        try:
+            self.batcher = Batcher(self.embedder.backends, max_batch_tokens=self.settings.max_batch_tokens,
+                                   batch_size=self.settings.batch_size, workers=self.settings.workers,
+                                   on_batch=self._batch_done, lane_spec=self._lane_spec())
+        except BaseException:
+            self.tokenizing.stop()  # no thread outlives a server that could not start
+            raise
 
     def _lane_spec(self) -> LaneSpec | None:
         """What a lane process needs to build this backend again; None keeps the lanes in this process."""

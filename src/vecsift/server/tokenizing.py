@@ -46,21 +46,29 @@ class TokenizingStage:
         self.tokenizer = tokenizer
         self.max_tokens = max_tokens
         self.vocab_size = vocab_size
+        self.worker_count = max(1, workers)
         self._queue: deque[_Waiting] = deque()
         self._wake = threading.Condition()
         self._stopping = False
-        self._workers = [threading.Thread(target=self._run, name=f"vecsift-tokenize-{n}", daemon=True)
-                         for n in range(max(1, workers))]
-        for worker in self._workers:
-            worker.start()
+        self._workers: list[threading.Thread] = []
+
+    def start(self) -> None:
+        """Start the workers (once; with the server's lanes, so that an app that never starts has none)."""
+        with self._wake:
+            if self._workers or self._stopping:
+                return
+            self._workers = [threading.Thread(target=self._run, name=f"vecsift-tokenize-{n}", daemon=True)
+                             for n in range(self.worker_count)]
+            for worker in self._workers:
+                worker.start()
 
     def tokenize(self, request: EmbedRequest) -> asyncio.Future[list[Encoding]]:
         """A future of ``request``'s encodings (or of its :class:`ApiError`), settled on the running loop."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         with self._wake:
-            if self._stopping:
-                raise ApiError("Unhealthy", "the server is stopping")
+            if self._stopping or not self._workers:
+                raise ApiError("Unhealthy", "the server is stopping" if self._stopping else "the server is not ready")
             self._queue.append(_Waiting(request, future, loop))
             self._wake.notify()
         return future
