@@ -83,7 +83,7 @@ class _Server:
         self.limits = Limits(dim=embedder.dim, max_client_batch_size=settings.max_client_batch_size,
                              prompts=dict(embedder.prompts.named))
         self.batcher: Batcher | None = None
-        self.tokenizing = TokenizingStage(embedder.tokenizer, max_tokens=embedder.max_tokens, vocab_size=vocab_size,
+        self.tokenizing = TokenizingStage(embedder.tokenizer, max_tokens=self.max_tokens, vocab_size=vocab_size,
                                           workers=settings.tokenization_workers)
         self.searching = ThreadPoolExecutor(1, thread_name_prefix="vecsift-search")
 

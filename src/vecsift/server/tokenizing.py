@@ -85,8 +85,8 @@ class TokenizingStage:
         """Encodings for every input of ``request`` (texts with the prompt, token ids as given), truncated or
         refused; ``texts_encoded``: its texts' encodings, already made (truncated), in order."""
         limit = self.max_tokens
-        texts = [request.prompt + x for x in request.inputs if isinstance(x, str)]
         if texts_encoded is None:
+            texts = _texts(request)
             if not request.truncate:
                 for count, i in zip(self.tokenizer.count_tokens(texts), _text_positions(request), strict=True):
                     if count > limit:
@@ -145,15 +145,16 @@ class TokenizingStage:
 
     def _together(self, group: list[_Waiting], direction: str) -> list[tuple]:
         """The group's texts in one call, then each request's encodings (errors stay with their request)."""
-        texts = [w.request.prompt + x for w in group for x in w.request.inputs if isinstance(x, str)]
+        per_request = [_texts(waiting.request) for waiting in group]
+        texts = [text for request_texts in per_request for text in request_texts]
         try:
             encoded = self._encode(texts, direction) if texts else []
         except ApiError:  # one request's text: find whose, each on its own
             return [self._alone(waiting) for waiting in group]
         results = []
         start = 0
-        for waiting in group:
-            count = sum(isinstance(x, str) for x in waiting.request.inputs)
+        for waiting, request_texts in zip(group, per_request, strict=True):
+            count = len(request_texts)
             try:
                 results.append((waiting, self.encodings(waiting.request, encoded[start:start + count]), None))
             except ApiError as err:
@@ -170,6 +171,11 @@ class TokenizingStage:
 
 def _chars(request: EmbedRequest) -> int:
     return sum(len(x) for x in request.inputs if isinstance(x, str))
+
+
+def _texts(request: EmbedRequest) -> list[str]:
+    """The request's texts as the model reads them (with its prompt), in order; token-id inputs left out."""
+    return [request.prompt + x for x in request.inputs if isinstance(x, str)]
 
 
 def _text_positions(request: EmbedRequest) -> list[int]:
