@@ -35,6 +35,7 @@ from vecsift import errors
 from vecsift.backend.token_batch import TokenBatch
 from vecsift.errors import BackendError
 from vecsift.interrupts import interrupts_held
+from vecsift.server.heap import freeze_startup_heap
 
 _HEADER = struct.Struct("<?qq?")  # normalize, inputs, tokens, dense
 _READY = b"ready"
@@ -129,6 +130,7 @@ def _child_main(conn: Connection, spec: LaneSpec) -> None:
     except Exception as err:  # reported to the parent, which raises it from wait_ready
         conn.send_bytes(_error_message(err))
         return
+    freeze_startup_heap()
     with single_threaded_kernels([backend]):
         conn.send_bytes(_READY)
         while True:
