@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -225,3 +226,46 @@ def test_a_stage_has_no_threads_until_started_and_refuses_until_then(tokenizer):
     assert len(workers() - before) == 2
     stage.stop()
     assert workers() <= before
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_requests_queued_in_one_loop_iteration_wake_a_worker_once_and_share_its_call(tokenizer, workers) -> None:
+    recording = Recording(tokenizer)
+    stage = stage_of(recording, workers=workers)
+    try:
+        requests = [EmbedRequest([f"request {n}"]) for n in range(20)]
+        deadline = time.monotonic() + SETTLED_SECONDS
+        while len(stage._wake._waiters) < workers:  # every worker started and asleep, none awake by chance
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+
+        async def main() -> list:
+            futures = []
+            for request in requests:  # one loop iteration, the GIL free between requests (as between reads)
+                futures.append(stage.tokenize(request))
+                time.sleep(0.002)
+            return await asyncio.wait_for(asyncio.gather(*futures), SETTLED_SECONDS)
+
+        results = asyncio.run(main())
+    finally:
+        stage.stop()
+    assert recording.calls == [20]  # no worker was woken while the loop was still queueing
+    assert ids(r[0] for r in results) == ids(tokenizer.encode([r.inputs[0] for r in requests], max_tokens=LIMIT))
+
+
+def test_a_loop_gone_before_its_wake_up_does_not_strand_the_next_loops_requests(tokenizer) -> None:
+    stage = stage_of(tokenizer)
+    stale = asyncio.new_event_loop()
+    try:
+        def queue_and_stop() -> None:
+            stage.tokenize(EmbedRequest(["nobody waits for this"]))  # its wake-up is due next iteration...
+            stale.stop()  # ...which never comes
+
+        stale.call_soon(queue_and_stop)
+        stale.run_forever()
+        stale.close()
+        assert stage._kick_loop is stale  # the scenario: a wake-up owed by a loop that is gone
+        assert gather(stage, [EmbedRequest(["asked later"])])[0][0] is not None
+    finally:
+        stale.close()
+        stage.stop()

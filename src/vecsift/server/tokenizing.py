@@ -51,6 +51,7 @@ class TokenizingStage:
         self._wake = threading.Condition()
         self._stopping = False
         self._workers: list[threading.Thread] = []
+        self._kick_loop: asyncio.AbstractEventLoop | None = None  # a loop whose wake-up of a worker is due
 
     def start(self) -> None:
         """Start the workers (once; with the server's lanes, so that an app that never starts has none)."""
@@ -70,8 +71,20 @@ class TokenizingStage:
             if self._stopping or not self._workers:
                 raise ApiError("Unhealthy", "the server is stopping" if self._stopping else "the server is not ready")
             self._queue.append(_Waiting(request, future, loop))
-            self._wake.notify()
+            if self._kick_loop is not loop:  # one wake-up per loop iteration, however many requests it parsed
+                self._kick_loop = loop
+                loop.call_soon(self._kick)
         return future
+
+    def _kick(self) -> None:
+        """Wake a worker for what the loop queued in its last iteration (on the loop).
+
+        Waking a worker per request switched threads on the loop's core for most requests (the woken worker
+        takes the core while the loop still holds the GIL); 64 single-text clients, alternating: the server
+        process's CPU per request 193 → 188 µs, texts/s the same within noise."""
+        with self._wake:
+            self._kick_loop = None
+            self._wake.notify()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Tokenize what is queued, then end the workers."""
