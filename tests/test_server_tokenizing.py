@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 
@@ -11,7 +12,7 @@ import pytest
 
 from vecsift.errors import EncodingError
 from vecsift.server.protocol import ApiError, EmbedRequest
-from vecsift.server.tokenizing import LARGE_REQUEST_CHARS, TokenizingStage
+from vecsift.server.tokenizing import LARGE_REQUEST_CHARS, TokenizingStage, without_tokenizer_thread_pool
 from vecsift.tokenizer import load_tokenizer
 
 LIMIT = 32
@@ -269,3 +270,14 @@ def test_a_loop_gone_before_its_wake_up_does_not_strand_the_next_loops_requests(
     finally:
         stale.close()
         stage.stop()
+
+
+def test_a_serving_process_tokenizes_without_the_librarys_pool_unless_the_user_chose(monkeypatch, tokenizer) -> None:
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "recorded")  # so that the test's own setting is undone
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM")
+    without_tokenizer_thread_pool()
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "false"
+    assert tokenizer.encode(["still tokenizes"])[0].input_ids.size > 2
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
+    without_tokenizer_thread_pool()
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "true"

@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 
 from vecsift.server.heap import freeze_startup_heap
+from vecsift.server.tokenizing import without_tokenizer_thread_pool
 
 GRACEFUL_SECONDS = 30  # in-flight requests get this long to finish after SIGTERM
 
@@ -55,5 +56,6 @@ def run(app: Any, sock: socket.socket, *, graceful_seconds: int = GRACEFUL_SECON
     print(f"vecsift: serving on http://{host if ':' not in host else f'[{host}]'}:{port}", file=sys.stderr,
           flush=True)
     freeze_startup_heap()  # the model and the libraries are loaded: no full collection walks them again
+    without_tokenizer_thread_pool()
     _GracefulServer(config).run(sockets=[sock])
     print("vecsift: stopped", file=sys.stderr, flush=True)
