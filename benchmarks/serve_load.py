@@ -151,9 +151,8 @@ def alternating_ratios(embedder: Embedder, corpus: list[str], command: list[str]
                        seconds: int, work: Path) -> list[tuple[float, float, float]]:
     """(ceiling before, server, ceiling after) texts/s for each round: the ceiling, then vecsift serve under 64
     single-text clients, then the ceiling again (the next round's "before"). One server process throughout,
-    first as warm as the ceiling's engine (a process warms up over its first few thousand texts: fresh
-    servers measured after 3 s came out 5-7% below the table's warmed one in the same run); while the ceiling
-    runs, the server idles."""
+    first as warm as the ceiling's engine (a process warms up over its first few thousand texts); while the
+    ceiling runs, the server idles."""
     rounds = []
     process, url = start(command)
     try:
