@@ -1,7 +1,8 @@
 """What every benchmark shares: the options, alternating timed runs, the machine line, the results file and
 its tables, and the ModernBERT-base-sized checkpoint and its transformers anchor.
 
-Benchmarks import from here only (and from vecsift); each runs as ``python -m benchmarks.NAME``.
+Benchmarks import from here only (and from vecsift; ``serve_ab`` also uses ``serve_load``'s load generator);
+each runs as ``python -m benchmarks.NAME``.
 """
 
 from __future__ import annotations
