@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.serve_load import load, start, stop, texts
+from benchmarks.serve_load import answered_per_second, load, start, stop, texts
+from vecsift.backend.loader import auto_precision
 
 CLIENTS = 64
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -61,7 +62,8 @@ def parse_variant(text: str) -> dict[str, str]:
 def measure(variant: dict[str, str], singles: list[str], runs: int, seconds: int, work: Path
             ) -> tuple[float, list[Run]]:
     """One fresh server with ``variant``'s settings: one client's p50 (ms), then ``runs`` loads of 64 clients."""
-    command = [sys.executable, "-m", "vecsift", "serve", "--port", "0", "--precision", "bf16",
+    precision = auto_precision("cpu", "all-MiniLM-L6-v2").precision  # as `make bench-serve` runs it
+    command = [sys.executable, "-m", "vecsift", "serve", "--port", "0", "--precision", precision,
                "--max-concurrent-requests", str(16 * CLIENTS)]
     saved = dict(os.environ)
     os.environ.update(variant)
@@ -81,7 +83,7 @@ def measure(variant: dict[str, str], singles: list[str], runs: int, seconds: int
             r = load(url, singles, CLIENTS, seconds, work)
             wall = time.perf_counter() - started
             used = [(_cpu_seconds(pid) - b) / wall for pid, b in zip(pids, before, strict=True)]
-            rate = r["requests"] / (r["duration_us"] / 1e6)
+            rate = answered_per_second(r)
             results.append(Run(rate, used[0] / rate * 1e6, sum(used[1:]) / rate * 1e3, sum(used) + r["wrk_cpu"]))
         return one, results
     finally:

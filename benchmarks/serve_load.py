@@ -129,6 +129,11 @@ def load(url: str, bodies: list[str], connections: int, seconds: int, work: Path
     return result
 
 
+def answered_per_second(result: dict) -> float:
+    """Requests answered without an error per second of a :func:`load` result."""
+    return (result["requests"] - result["status_errors"] - result["socket_errors"]) / (result["duration_us"] / 1e6)
+
+
 def measure_ceiling(embedder: Embedder, corpus: list[str]) -> tuple[float, float]:
     """Texts/s of ``Embedder.embed`` on ``corpus`` in one call (median of 3), and its p50 ms on one text."""
     runs = []
@@ -161,7 +166,7 @@ def alternating_ratios(embedder: Embedder, corpus: list[str], command: list[str]
         before = measure_ceiling(embedder, corpus)[0]
         for _ in range(ROUNDS):
             r = load(url, singles, 64, seconds, work)
-            served = (r["requests"] - r["status_errors"] - r["socket_errors"]) / (r["duration_us"] / 1e6)
+            served = answered_per_second(r)
             after = measure_ceiling(embedder, corpus)[0]
             rounds.append((before, served, after))
             print(f"alternating: ceiling {before:.1f}, vecsift serve {served:.1f}, ceiling {after:.1f} texts/s",
@@ -222,7 +227,7 @@ def main() -> None:
                     for connections in CONCURRENCY:
                         r = load(url, bodies, connections, args.seconds, work)
                         per_request = 1 if size == "1 text" else BATCH
-                        rate = (r["requests"] - r["status_errors"] - r["socket_errors"]) / (r["duration_us"] / 1e6)
+                        rate = answered_per_second(r)
                         texts_per_s = rate * per_request
                         if size == "1 text":
                             single_rate[(name, connections)] = texts_per_s
