@@ -40,6 +40,14 @@ def tokenizer():
     return load_tokenizer("all-MiniLM-L6-v2")
 
 
+def _checkpoint(model, directory: Path, bundled_dir: Path, pooling: str) -> Path:
+    """``model`` saved in Hugging Face layout in ``directory``, with the bundled tokenizer and ``pooling``."""
+    model.save_pretrained(directory, safe_serialization=True)
+    shutil.copy(bundled_dir / "tokenizer.json", directory / "tokenizer.json")
+    write_pooling(directory, pooling)
+    return directory
+
+
 @pytest.fixture(scope="session")
 def make_bert(tmp_path_factory, bundled_dir):
     """Factory: a random-weight BERT saved in Hugging Face layout, with the bundled tokenizer."""
@@ -61,12 +69,8 @@ def make_bert(tmp_path_factory, bundled_dir):
         with torch.no_grad():  # larger than init's 0.02 so that layers matter
             for p in model.parameters():
                 p.normal_(0.0, 0.2)
-        directory = tmp_path_factory.mktemp("bert")
-        model.to(dtype).save_pretrained(directory, safe_serialization=True)
-        shutil.copy(bundled_dir / "tokenizer.json", directory / "tokenizer.json")
-        write_pooling(directory, pooling)
-        made[key] = directory
-        return directory
+        made[key] = _checkpoint(model.to(dtype), tmp_path_factory.mktemp("bert"), bundled_dir, pooling)
+        return made[key]
 
     return make
 
@@ -96,12 +100,8 @@ def make_modernbert(tmp_path_factory, bundled_dir):
         with torch.no_grad():
             for name, p in model.named_parameters():
                 p.normal_(1.0 if "norm" in name and name.endswith("weight") else 0.0, 0.1)
-        directory = tmp_path_factory.mktemp("modernbert")
-        model.save_pretrained(directory, safe_serialization=True)
-        shutil.copy(bundled_dir / "tokenizer.json", directory / "tokenizer.json")
-        write_pooling(directory, pooling)
-        made[key] = directory
-        return directory
+        made[key] = _checkpoint(model, tmp_path_factory.mktemp("modernbert"), bundled_dir, pooling)
+        return made[key]
 
     return make
 

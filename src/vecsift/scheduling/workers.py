@@ -59,8 +59,9 @@ class RingItem:
     tokens: int
 
 
-class CpuWorker:
-    """Claims one unit at a time and embeds it on its own backend (a clone)."""
+class _Worker:
+    """What every worker holds: its backend and label, the shared work queue and run state, and where the
+    vectors go."""
 
     def __init__(self, backend: EmbedBackend, label: str, work: WorkQueue, state: RunState, sink: Sink) -> None:
         self.backend = backend
@@ -68,6 +69,10 @@ class CpuWorker:
         self.work = work
         self.state = state
         self.sink = sink
+
+
+class CpuWorker(_Worker):
+    """Claims one unit at a time and embeds it on its own backend (a clone)."""
 
     def run(self) -> None:
         try:
@@ -79,15 +84,11 @@ class CpuWorker:
             self.state.fail(self.label, err)
 
 
-class RingWorker:
+class RingWorker(_Worker):
     """Drives one GPU backend, fed by a producer thread through a ring of ``RING_SIZE`` reusable slots."""
 
     def __init__(self, backend: EmbedBackend, label: str, work: WorkQueue, state: RunState, sink: Sink) -> None:
-        self.backend = backend
-        self.label = label
-        self.work = work
-        self.state = state
-        self.sink = sink
+        super().__init__(backend, label, work, state, sink)
         self._free: queue.Queue[_Slot] = queue.Queue()  # ring slots ready for the producer
         for _ in range(RING_SIZE):
             self._free.put(_Slot(backend.new_ring_slot()))
