@@ -135,6 +135,7 @@ def test_binary_non_utf8_and_minified_files_are_skipped_and_counted(repo):
         assert reasons["latin1.py"] == "not valid UTF-8 (line 1)"
         assert reasons["one_line.js"].startswith("larger than")
         assert summary.files_skipped == 3
+        assert summary.files_added == index.status()["files"] == len(list(FIXTURES.iterdir()))  # skipped apart
         assert not any(h.path in reasons for h in index.search("caf", top_k=50, mode="keyword"))
         second = index.refresh()  # skipped files are remembered: not read again while unchanged
         assert (second.files_added, second.files_changed, second.chunks_embedded) == (0, 0, 0)

@@ -48,7 +48,9 @@ CountTokens = Callable[[list[str]], list[int]]
 
 @dataclass
 class RefreshSummary:
-    """What one refresh did (``vecsift index --json`` prints these keys)."""
+    """What one refresh did (``vecsift index --json`` prints these keys). Added and changed files are those whose
+    content is now indexed; a file skipped (binary, not UTF-8, too large, unreadable) is counted under skipped
+    only, so that the files added agree with ``vecsift status``."""
 
     files_added: int = 0
     files_changed: int = 0
@@ -172,9 +174,10 @@ class Refresher:
                 if orphans > max(used, COMPACT_MIN_ORPHANS):
                     self.store.compact_vectors()
         self.store.remove_retired()
-        summary.files_added = len(changes.added)
         added = {f.path for f in changes.added}
-        summary.files_changed = sum(1 for p in rewritten if p.file.path not in added)
+        indexed = [p for p in rewritten if not p.skipped]  # a file skipped for its content counts as skipped only
+        summary.files_added = sum(1 for p in indexed if p.file.path in added)
+        summary.files_changed = len(indexed) - summary.files_added
         summary.files_removed = len(changes.removed)
         summary.skipped = skipped.entries + [(p.file.path, p.skipped) for p in rewritten if p.skipped]
         summary.files_skipped = len(summary.skipped)
