@@ -197,6 +197,14 @@ def _client(backend, **settings):
     return TestClient(create_app(embedder, ServerSettings(model_id="fake", **settings)))
 
 
+def test_info_names_the_dtype_that_runs_when_the_precision_was_auto():
+    embedder = Embedder("all-MiniLM-L6-v2", precision="auto")
+    running = embedder.backends[0].driver.precision()  # what auto chose on this machine
+    with TestClient(create_app(embedder, ServerSettings(model_id="m", workers=1))) as client:
+        dtype = client.get("/info").json()["model_dtype"]
+    assert dtype == {"fp32": "float32", "bf16": "bfloat16", "int8": "int8"}[running] and dtype != "auto"
+
+
 def test_a_failing_backend_is_a_424_and_the_server_goes_on():
     backend = FakeBackend(dim=384, fail_on_id=1999)
     with _client(backend) as client:

@@ -307,10 +307,11 @@ def create_app(embedder: Embedder, settings: ServerSettings, index: Any | None =
 
     async def info(_: Request) -> Response:
         facts = embedder.describe()
+        precision = facts.get("precision", embedder.precision)  # what runs: "auto" resolved by the backend
         return ORJSONResponse({
             "model_id": settings.model_id, "model_sha": None,
             "model_dtype": {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "int8": "int8"}.get(
-                embedder.precision, embedder.precision),
+                precision, precision),
             "model_type": {"embedding": {"pooling": facts.get("pooling", "mean")}},
             "max_concurrent_requests": settings.max_concurrent_requests, "max_input_length": server.max_tokens,
             "max_batch_tokens": settings.max_batch_tokens, "max_batch_requests": None,
