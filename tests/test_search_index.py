@@ -220,6 +220,25 @@ def test_search_refreshes_what_changed_first(repo):
         assert index.changes().count == 0
 
 
+@pytest.mark.parametrize("mode", ["hybrid", "semantic", "keyword"])
+def test_per_file_gives_the_best_chunk_of_each_of_the_top_k_files(repo, mode):
+    (repo / "invoices.py").write_text("".join(
+        f"def parse_invoice_totals_{n}(rows):\n    \"\"\"Parse invoice totals, variant {n}.\"\"\"\n"
+        f"    return sum(rows) + {n}\n\n\n" for n in range(12)))
+    with open_index(repo) as index:
+        chunks = index.search("parse invoice totals", top_k=30, mode=mode)
+        files = index.search("parse invoice totals", top_k=5, mode=mode, per_file=True)
+    assert [h.path for h in chunks[:5]] == ["invoices.py"] * 5  # the scenario: one file crowds the top
+    best = {}
+    for hit in chunks:
+        best.setdefault(hit.path, hit)
+    expected = list(best.values())[:5]
+    if mode == "keyword":  # only chunks holding a query word rank: as many files as have one
+        expected = [h for h in expected if h.score > 0]
+    assert [(h.path, h.start_line, h.score) for h in files] == [(h.path, h.start_line, h.score) for h in expected]
+    assert len({h.path for h in files}) == len(files) == len(expected) >= 2
+
+
 def test_no_refresh_answers_from_the_index_as_it_is(repo):
     with open_index(repo) as index:
         index.refresh()

@@ -47,7 +47,7 @@ def add_search_commands(commands: Any) -> None:
     search.add_argument("--lang", default=None, help="only these languages, e.g. py,go,rust")
     search.add_argument("--glob", action="append", default=[],
                         help="only paths matching this glob ('!glob' excludes); repeatable")
-    search.add_argument("--files", action="store_true", help="best result per file, one path per line")
+    search.add_argument("--files", action="store_true", help="the best files (as many as --top-k), one path per line")
     search.add_argument("--json", action="store_true", help="JSON Lines: one object per result")
     search.add_argument("--content", action="store_true", help="with --json: include the chunk text")
     search.add_argument("--no-refresh", action="store_true", help="answer from the index as it is")
@@ -157,7 +157,7 @@ def run_search(args: argparse.Namespace) -> int:
             if summary is not None and (summary.chunks_embedded or summary.files_removed or summary.rebuilt):
                 print(f"vecsift: index refreshed: {summary.line()}", file=sys.stderr)
         results = index.search(args.query, top_k=args.top_k, mode=args.mode, threshold=args.threshold,
-                               languages=args.lang, globs=tuple(args.glob), refresh=False)
+                               languages=args.lang, globs=tuple(args.glob), refresh=False, per_file=args.files)
         if not results and index.status()["files"] == 0:
             print(f"vecsift: no indexable files under {index.root} (see `vecsift index -v` for what was skipped)",
                   file=sys.stderr)
@@ -169,8 +169,8 @@ def run_search(args: argparse.Namespace) -> int:
         for hit in results:
             print(json.dumps(hit.as_dict(content=args.content), ensure_ascii=False))
     elif args.files:
-        for path in dict.fromkeys(hit.path for hit in results):
-            print(path)
+        for hit in results:
+            print(hit.path)
     else:
         _print_human(results, args.query, _use_color(args.color))
     return 0

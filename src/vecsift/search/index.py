@@ -73,6 +73,8 @@ def check_search_arguments(query: str, top_k: int, mode: str,
     return parse_languages(languages)
 
 
+#: with ``per_file``, candidates per ranking list for each file asked for (a file may hold many of them)
+PER_FILE_POOL = 10
 _DUPLICATE_BLOCK = 2048  # rows compared at once by find_duplicates (a 2048 × n float32 block)
 
 
@@ -240,8 +242,11 @@ class Index:
 
     def search(self, query: str, *, top_k: int = 10, mode: str = "hybrid", threshold: float | None = None,
                languages: str | Sequence[str] | None = None, globs: Sequence[str] = (),
-               refresh: bool = True) -> list[SearchResult]:
-        """The ``top_k`` best chunks for ``query``; refreshes changed files first unless ``refresh=False``."""
+               refresh: bool = True, per_file: bool = False) -> list[SearchResult]:
+        """The ``top_k`` best chunks for ``query``; refreshes changed files first unless ``refresh=False``.
+
+        ``per_file``: the best chunk of each file, for the ``top_k`` best files (``vecsift search --files``), so
+        that a file with many matching chunks does not crowd the others out."""
         chosen_languages = check_search_arguments(query, top_k, mode, languages)
         if refresh:
             self.ensure_fresh()
@@ -249,7 +254,7 @@ class Index:
         with store.read():
             table, vectors = self._snapshot(store)
             allowed = self._filter(table, chosen_languages, tuple(globs))
-            pool = max(rank.CANDIDATES, top_k * 3)
+            pool = max(rank.CANDIDATES, top_k * (PER_FILE_POOL if per_file else 3))
             keyword = self._keyword(store, query, table, allowed, pool) if mode != "semantic" else []
             semantic = self._semantic(query, table, vectors, allowed, pool) if mode != "keyword" else []
             if mode == "keyword":
@@ -264,6 +269,13 @@ class Index:
                                    self.signals)
             if threshold is not None:
                 ranked = [(c, s) for c, s in ranked if s >= threshold]
+            if per_file:
+                paths = {c: record.path for c, record in store.chunks_by_id([c for c, _ in ranked]).items()}
+                best: dict[str, tuple[int, float]] = {}  # each file's first (best) chunk, in rank order
+                for c, s in ranked:
+                    if c in paths:
+                        best.setdefault(paths[c], (c, s))
+                ranked = list(best.values())
             ranked = ranked[:top_k]
             records = store.chunks_by_id([c for c, _ in ranked])
         return [self._result(records[c], s) for c, s in ranked if c in records]
