@@ -256,6 +256,19 @@ def test_the_official_openai_client(server, offline):
         api.embeddings.create(model="all-MiniLM-L6-v2", input=[])
 
 
+def test_the_model_list_for_openai_clients(server):
+    openai = pytest.importorskip("openai")
+    api = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    assert [(m.id, m.object, m.owned_by) for m in api.models.list()] == [("all-MiniLM-L6-v2", "model", "vecsift")]
+    assert api.models.retrieve("all-MiniLM-L6-v2").created > 0
+    with pytest.raises(openai.NotFoundError) as missing:
+        api.models.retrieve("text-embedding-3-small")
+    assert missing.value.body["code"] == "model_not_found" and "text-embedding-3-small" in missing.value.message
+    with httpx.Client(base_url=server.url, timeout=60) as client:  # without the /v1 prefix, as /embeddings
+        assert client.get("/models").json()["data"][0]["id"] == "all-MiniLM-L6-v2"
+        assert client.get("/models/org/name").status_code == 404  # a model id may hold a slash
+
+
 # -- concurrency, overload, shutdown -------------------------------------------------------------
 
 def test_200_concurrent_requests_each_get_their_own_vectors(server, offline):
@@ -301,6 +314,9 @@ def test_overload_is_refused_at_once_and_the_server_recovers():
             assert client.post("/embed", json={"inputs": "x"}).status_code == 401
             wrong = client.post("/v1/embeddings", json={"input": "x"}, headers={"Authorization": "Bearer nope"})
             assert wrong.status_code == 401 and wrong.json()["error"]["type"] == "authentication_error"
+            models = client.get("/v1/models")
+            assert models.status_code == 401 and models.json()["error"]["code"] == "invalid_api_key"
+            assert client.get("/v1/models", headers=headers).status_code == 200
         assert _resident_kb(server.process.pid) - before < 300_000  # bounded: refused work is never queued
 
 

@@ -48,6 +48,7 @@ from vecsift.server.protocol import (
 from vecsift.server.tokenizing import TokenizingStage
 
 OPENAI_PATHS = ("/v1/embeddings", "/embeddings")
+OPENAI_MODEL_PATHS = ("/v1/models", "/models")  # OpenAI's model list (``client.models.list()``) and its items
 OPEN_PATHS = ("/health", "/metrics")  # answered without the API key
 
 
@@ -200,6 +201,11 @@ async def _client_gone(receive: Receive) -> None:
             return
 
 
+def _is_openai(path: str) -> bool:
+    """Whether ``path`` is one of OpenAI's routes (its errors then take OpenAI's nested form)."""
+    return path in OPENAI_PATHS or any(path == p or path.startswith(p + "/") for p in OPENAI_MODEL_PATHS)
+
+
 def _client_closed() -> ApiError:
     return ApiError("Validation", "the client closed the connection", status=499)
 
@@ -319,6 +325,21 @@ def create_app(embedder: Embedder, settings: ServerSettings, index: Any | None =
             "tokenization_workers": settings.tokenization_workers, "version": __version__, "sha": None,
             "docker_label": None, "backend": facts.get("backend"), "dim": embedder.dim})
 
+    listed_at = int(time.time())
+
+    def model_card() -> dict[str, Any]:
+        return {"id": settings.model_id, "object": "model", "created": listed_at, "owned_by": "vecsift"}
+
+    async def list_models(_: Request) -> Response:
+        return ORJSONResponse({"object": "list", "data": [model_card()]})
+
+    async def retrieve_model(request: Request) -> Response:
+        name = request.path_params["model"]
+        if name != settings.model_id:
+            return _error(ApiError("NotFound", f"the model '{name}' does not exist; this server serves "
+                                               f"'{settings.model_id}'", param="model"), openai=True)
+        return ORJSONResponse(model_card())
+
     async def health(_: Request) -> Response:
         if server.batcher is None or not server.batcher.healthy():
             return _error(ApiError("Unhealthy", "the batching thread is not running"), openai=False)
@@ -366,6 +387,8 @@ def create_app(embedder: Embedder, settings: ServerSettings, index: Any | None =
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/search", search, methods=["POST"]),
+        *(Route(path, list_models, methods=["GET"]) for path in OPENAI_MODEL_PATHS),
+        *(Route(path + "/{model:path}", retrieve_model, methods=["GET"]) for path in OPENAI_MODEL_PATHS),
     ], lifespan=lifespan)
     app.state.vecsift = server
     fast = _EmbeddingRoutesFirst(app, embedding_routes)
@@ -410,7 +433,7 @@ class _EmbeddingRoutesFirst:
             traceback.print_exc()
             if not started:
                 err = ApiError("Backend", "internal server error", status=500)
-                await _error(err, openai=scope["path"] in OPENAI_PATHS)(scope, receive, send)
+                await _error(err, openai=_is_openai(scope["path"]))(scope, receive, send)
 
 
 def _require_key(app: ASGIApp, key: str) -> ASGIApp:
@@ -422,7 +445,7 @@ def _require_key(app: ASGIApp, key: str) -> ASGIApp:
             given = dict(scope.get("headers", [])).get(b"authorization", b"")
             if not hmac.compare_digest(given, expected):
                 err = ApiError("Unauthorized", "missing or wrong API key: send `Authorization: Bearer KEY`")
-                await _error(err, openai=scope["path"] in OPENAI_PATHS)(scope, receive, send)
+                await _error(err, openai=_is_openai(scope["path"]))(scope, receive, send)
                 return
         await app(scope, receive, send)
 

@@ -37,7 +37,7 @@ class ApiError(Exception):
         return {"error": str(self), "error_type": self.error_type}
 
     def openai(self) -> dict[str, Any]:
-        code = {429: "rate_limit_exceeded", 401: "invalid_api_key"}.get(self.status)
+        code = {429: "rate_limit_exceeded", 401: "invalid_api_key", 404: "model_not_found"}.get(self.status)
         return {"error": {"message": str(self), "type": _OPENAI_TYPES.get(self.status, "invalid_request_error"),
                           "param": self.param, "code": code}}
 
