@@ -385,6 +385,19 @@ def test_search_route(tmp_path):
             assert set(hits[0]) == {"path", "start_line", "end_line", "score", "kind", "name", "scope", "language"}
             bad = client.post("/search", json={"query": "", "top_k": 3})
             assert bad.status_code == 422 and "query is empty" in bad.json()["error"]
+            python = client.post("/search", json={"query": "cache", "top_k": 5, "lang": "py"}).json()
+            assert python and {h["language"] for h in python} == {"python"}
+            globbed = client.post("/search", json={"query": "cache", "top_k": 5, "glob": ["*.rs", "*.go"]}).json()
+            assert globbed and {Path(h["path"]).suffix for h in globbed} <= {".rs", ".go"}
+            files = client.post("/search", json={"query": "function", "top_k": 8, "files": True}).json()
+            assert len({h["path"] for h in files}) == len(files) == 8
+            with_text = client.post("/search", json={"query": "least recently used cache", "top_k": 1,
+                                                     "content": True, "threshold": 0.0}).json()
+            assert "HashMap" in with_text[0]["text"]
+            for wrong in ({"lang": 3}, {"glob": [1]}, {"files": "yes"}, {"content": 1}, {"threshold": "high"},
+                          {"top_k": True}, {"lang": "klingon"}):
+                answer = client.post("/search", json={"query": "cache", **wrong})
+                assert answer.status_code == 422 and answer.json()["error_type"] == "Validation", wrong
     finally:
         del os.environ["VECSIFT_INDEX_DIR"]
 
