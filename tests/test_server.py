@@ -170,6 +170,16 @@ def test_tei_errors(client, body, status, error_type):
     assert set(response.json()) == {"error", "error_type"} and response.json()["error_type"] == error_type
 
 
+@pytest.mark.parametrize(("path", "body"), [("/embed", {"inputs": ["x"] * 33}), ("/tokenize", {"inputs": ["x"] * 33}),
+                                            ("/v1/embeddings", {"input": ["x"] * 33})])
+def test_a_client_batch_too_large_says_what_to_do(client, path, body):
+    response = client.post(path, json=body)
+    error = response.json()["error"]
+    message = error["message"] if isinstance(error, dict) else error
+    assert response.status_code == 422 and "batch size 33 > maximum allowed batch size 32" in message
+    assert "--max-client-batch-size" in message
+
+
 def test_invalid_json_and_payload_limit(client):
     response = client.post("/embed", content=b"{not json", headers={"content-type": "application/json"})
     assert response.status_code == 422 and "not valid JSON" in response.json()["error"]

@@ -40,6 +40,7 @@ from vecsift.server.protocol import (
     ApiError,
     EmbedRequest,
     Limits,
+    check_client_batch,
     openai_response,
     parse_openai,
     parse_tei,
@@ -323,9 +324,7 @@ def create_app(embedder: Embedder, settings: ServerSettings, index: Any | None =
             texts = [inputs] if isinstance(inputs, str) else inputs
             if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
                 raise ApiError("Validation", "`inputs` must be a string or a non-empty list of strings")
-            if len(texts) > settings.max_client_batch_size:
-                raise ApiError("Validation", f"batch size {len(texts)} > maximum allowed batch size "
-                                             f"{settings.max_client_batch_size}")
+            check_client_batch(len(texts), settings.max_client_batch_size, "inputs")
             pieces = await asyncio.get_running_loop().run_in_executor(None, embedder.tokenizer.pieces, texts)
         except ApiError as err:
             return _error(err, openai=False)

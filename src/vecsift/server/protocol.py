@@ -87,10 +87,16 @@ def _inputs(value: Any, field: str, limits: Limits) -> list[Input]:
                                      f"list of such lists, got {type(value).__name__}", param=field)
     if not inputs:
         raise ApiError("Empty", f"`{field}` cannot be empty", param=field)
-    if len(inputs) > limits.max_client_batch_size:
-        raise ApiError("Validation", f"batch size {len(inputs)} > maximum allowed batch size "
-                                     f"{limits.max_client_batch_size}", param=field)
+    check_client_batch(len(inputs), limits.max_client_batch_size, field)
     return inputs
+
+
+def check_client_batch(count: int, limit: int, field: str) -> None:
+    """A request of more than ``limit`` inputs is a 422 (TEI's words), with what a client or operator can do."""
+    if count > limit:
+        raise ApiError("Validation", f"batch size {count} > maximum allowed batch size {limit}: send at most "
+                                     f"{limit} inputs per request, or start the server with a larger "
+                                     "--max-client-batch-size", param=field)
 
 
 def _dimensions(value: Any, limits: Limits) -> int | None:
