@@ -65,6 +65,7 @@ def test_tools_and_their_schemas(repo, tmp_path):
     assert search["required"] == ["query"]
     assert search["properties"]["top_k"]["maximum"] == 50 and search["properties"]["top_k"]["default"] == 10
     assert set(search["properties"]["mode"]["enum"]) == {"hybrid", "semantic", "keyword"}
+    assert search["properties"]["files"]["type"] == "boolean" and search["properties"]["files"]["default"] is False
     assert tools["find_similar"].input_schema["required"] == ["path", "line"]
     assert all(t.description and len(t.description) > 30 for t in tools.values())
 
@@ -74,6 +75,7 @@ def test_search_similar_duplicates_status_and_an_edit_between_calls(repo, tmp_pa
 
     async def steps(session):
         out = {"search": await call(session, "search_code", query="least recently used cache", top_k=3)}
+        out["files"] = await call(session, "search_code", query="function", top_k=6, files=True)
         out["similar"] = await call(session, "find_similar", path="session.py", line=13, top_k=2)
         out["duplicates"] = await call(session, "find_duplicates", threshold=0.9)
         out["status"] = await call(session, "index_status")
@@ -86,6 +88,8 @@ def test_search_similar_duplicates_status_and_an_edit_between_calls(repo, tmp_pa
     error, search = out["search"]
     assert not error and search["results"][0]["path"] == "cache.rs" and search["truncated"] is False
     assert set(search["results"][0]) == {"path", "start_line", "end_line", "score", "kind", "name", "text"}
+    error, files = out["files"]
+    assert not error and len({r["path"] for r in files["results"]}) == len(files["results"]) == 6
     error, similar = out["similar"]
     assert not error and similar["results"][0]["path"] == "session_copy.py"
     error, duplicates = out["duplicates"]

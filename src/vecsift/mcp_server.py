@@ -98,11 +98,14 @@ def build_server(index: Index, max_chars: int = DEFAULT_MAX_CHARS):
                         Field(description="hybrid (default) fuses keyword and semantic ranking")] = "hybrid",
         lang: Annotated[str | None, Field(description="Only these languages, comma-separated, e.g. 'py,go'")] = None,
         glob: Annotated[str | None, Field(description="Only paths matching this glob, e.g. 'src/**/*.ts'")] = None,
+        files: Annotated[bool, Field(description="One result per file: the best chunk of each of the top_k "
+                                                 "best files (which files to open)")] = False,
     ) -> dict[str, Any]:
         """Search the repository's code by meaning and keywords. Returns the best-matching chunks (functions,
         classes, sections) with path, 1-based start_line/end_line, score, kind, qualified name and text."""
         with _as_tool_errors():
-            hits = index.search(query, top_k=top_k, mode=mode, languages=lang, globs=(glob,) if glob else ())
+            hits = index.search(query, top_k=top_k, mode=mode, languages=lang, globs=(glob,) if glob else (),
+                                per_file=files)
         return answer([_result(h) for h in hits])
 
     @server.tool()
