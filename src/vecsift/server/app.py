@@ -43,6 +43,7 @@ from vecsift.server.protocol import (
     check_client_batch,
     openai_response,
     parse_openai,
+    parse_search,
     parse_tei,
     shape_vectors,
 )
@@ -207,26 +208,6 @@ def _is_openai(path: str) -> bool:
     return path in OPENAI_PATHS or any(path == p or path.startswith(p + "/") for p in OPENAI_MODEL_PATHS)
 
 
-def _search_options(body: dict[str, Any]) -> dict[str, Any]:
-    """``Index.search``'s filters from a ``/search`` body (the CLI's ``--lang``, ``--glob``, ``--threshold``,
-    ``--files``), checked for their JSON types; ``content`` (bool) asks for each chunk's text."""
-    def strings(name: str) -> list[str]:
-        value = body.get(name, [])
-        value = [value] if isinstance(value, str) else value
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ApiError("Validation", f"`{name}` must be a string or a list of strings, got {value!r}")
-        return value
-
-    for name in ("files", "content"):
-        if not isinstance(body.get(name, False), bool):
-            raise ApiError("Validation", f"`{name}` must be true or false, got {body[name]!r}")
-    threshold = body.get("threshold")
-    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int | float)):
-        raise ApiError("Validation", f"`threshold` must be a number, got {threshold!r}")
-    return {"languages": strings("lang") or None, "globs": tuple(strings("glob")), "threshold": threshold,
-            "per_file": body.get("files", False)}
-
-
 def _client_closed() -> ApiError:
     return ApiError("Validation", "the client closed the connection", status=499)
 
@@ -371,16 +352,12 @@ def create_app(embedder: Embedder, settings: ServerSettings, index: Any | None =
         try:
             if server.index is None:
                 raise ApiError("NotFound", "this server has no code index; start it with --index PATH")
-            body = await _body(request.scope, request.receive, settings.payload_limit)
-            if not isinstance(body, dict) or not isinstance(body.get("query"), str):
-                raise ApiError("Validation", "the body must be {\"query\": str, \"top_k\": int, \"mode\": str, …}")
-            options = _search_options(body)
+            asked = parse_search(await _body(request.scope, request.receive, settings.payload_limit))
 
             def run() -> list[dict[str, Any]]:
                 try:
-                    hits = server.index.search(body["query"], top_k=body.get("top_k", 10),
-                                               mode=body.get("mode", "hybrid"), **options)
-                    return [hit.as_dict(content=body.get("content", False)) for hit in hits]
+                    return [hit.as_dict(content=asked.content) for hit in server.index.search(asked.query,
+                                                                                             **asked.options)]
                 except UsageError as err:
                     raise ApiError("Validation", str(err)) from err
                 except VecsiftError as err:

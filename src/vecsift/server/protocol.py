@@ -1,4 +1,4 @@
-"""The wire formats: TEI's and OpenAI's embedding requests in, their responses and errors out.
+"""The wire formats: TEI's and OpenAI's embedding requests (and ``/search``'s) in, their responses and errors out.
 
 Parsing turns either request into one :class:`EmbedRequest`; nothing here knows about
 batching or models beyond the few limits it validates against.
@@ -97,6 +97,40 @@ def check_client_batch(count: int, limit: int, field: str) -> None:
         raise ApiError("Validation", f"batch size {count} > maximum allowed batch size {limit}: send at most "
                                      f"{limit} inputs per request, or start the server with a larger "
                                      "--max-client-batch-size", param=field)
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """A ``POST /search`` body: the query, ``Index.search``'s keyword arguments, and whether to send chunk texts."""
+
+    query: str
+    options: dict[str, Any]
+    content: bool = False
+
+
+def parse_search(body: Any) -> SearchRequest:
+    """``{"query", "top_k", "mode"}`` and the CLI's filters (``lang``, ``glob``, ``threshold``, ``files``), checked
+    for their JSON types here; their values (an unknown mode or language, ``top_k`` < 1) by ``Index.search``."""
+    if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+        raise ApiError("Validation", 'the body must be {"query": str, "top_k": int, "mode": str, …}')
+
+    def strings(name: str) -> list[str]:
+        value = body.get(name, [])
+        value = [value] if isinstance(value, str) else value
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ApiError("Validation", f"`{name}` must be a string or a list of strings, got {value!r}")
+        return value
+
+    for name in ("files", "content"):
+        if not isinstance(body.get(name, False), bool):
+            raise ApiError("Validation", f"`{name}` must be true or false, got {body[name]!r}")
+    threshold = body.get("threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int | float)):
+        raise ApiError("Validation", f"`threshold` must be a number, got {threshold!r}")
+    return SearchRequest(body["query"], {
+        "top_k": body.get("top_k", 10), "mode": body.get("mode", "hybrid"), "languages": strings("lang") or None,
+        "globs": tuple(strings("glob")), "threshold": threshold, "per_file": body.get("files", False),
+    }, body.get("content", False))
 
 
 def _dimensions(value: Any, limits: Limits) -> int | None:
