@@ -257,6 +257,7 @@ class Index:
             pool = max(rank.CANDIDATES, top_k * (PER_FILE_POOL if per_file else 3))
             keyword = self._keyword(store, query, table, allowed, pool) if mode != "semantic" else []
             semantic = self._semantic(query, table, vectors, allowed, pool) if mode != "keyword" else []
+            records: dict[int, ChunkRecord] = {}  # each chunk's record, fetched once
             if mode == "keyword":
                 ranked = keyword
             elif mode == "semantic":
@@ -270,14 +271,14 @@ class Index:
             if threshold is not None:
                 ranked = [(c, s) for c, s in ranked if s >= threshold]
             if per_file:
-                paths = {c: record.path for c, record in store.chunks_by_id([c for c, _ in ranked]).items()}
+                records.update(store.chunks_by_id([c for c, _ in ranked if c not in records]))
                 best: dict[str, tuple[int, float]] = {}  # each file's first (best) chunk, in rank order
                 for c, s in ranked:
-                    if c in paths:
-                        best.setdefault(paths[c], (c, s))
+                    if c in records:
+                        best.setdefault(records[c].path, (c, s))
                 ranked = list(best.values())
             ranked = ranked[:top_k]
-            records = store.chunks_by_id([c for c, _ in ranked])
+            records.update(store.chunks_by_id([c for c, _ in ranked if c not in records]))
         return [self._result(records[c], s) for c, s in ranked if c in records]
 
     def find_similar(self, path: str, line: int, *, top_k: int = 10) -> list[SearchResult]:
